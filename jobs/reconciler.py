@@ -1,0 +1,170 @@
+"""Repair divergence between SQL (the truth) and Redis (the transport): nothing accepted is ever lost."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from . import queues, runner
+from .conf import jobs_settings
+from .models import JobLog, JobStatus
+
+logger = logging.getLogger(__name__)
+
+BATCH = 500
+MAX_PAGES = 100  # at most 50,000 rows of one kind per pass, so a pass always ends
+
+
+@dataclass
+class ReconcileReport:
+    pushed_pending: list[str] = field(default_factory=list)
+    repushed_missing: list[str] = field(default_factory=list)
+    released_overdue: list[str] = field(default_factory=list)
+    recovered_running: list[str] = field(default_factory=list)
+    skipped: bool = False  # another reconciler holds the lock
+
+    @property
+    def total(self) -> int:
+        return (
+            len(self.pushed_pending)
+            + len(self.repushed_missing)
+            + len(self.released_overdue)
+            + len(self.recovered_running)
+        )
+
+
+def reconcile(*, grace: float | None = None, confirm_after: float | None = None) -> ReconcileReport:
+    """One repair pass, under a Redis lock so several schedulers never repair the same rows at once.
+
+    - pending rows older than ``grace`` (the on-commit push failed, e.g. Redis was down) are pushed;
+    - queued/scheduled rows whose rq job is gone from Redis (Redis restarted or wiped), or that rq gave up on
+      (a worker killed between dequeue and start: rq fails such a job as abandoned), or that a worker popped
+      off its list and died with before rq recorded anything, are pushed again;
+    - scheduled rows overdue by more than ``grace`` are queued now (rq's scheduler lock was held by a worker
+      that died, and no other worker may take it over until the lock expires);
+    - running rows whose attempt stopped beating (worker killed) are retried or failed.
+    """
+    settings = jobs_settings()
+    grace = settings.RECONCILE_GRACE if grace is None else grace
+    confirm_after = settings.HEARTBEAT_INTERVAL * 3 if confirm_after is None else confirm_after
+    report = ReconcileReport()
+    conn = queues.get_connection()
+    lock = conn.lock(f"{settings.QUEUE_PREFIX}:reconcile:lock", timeout=300, blocking=False)
+    if not lock.acquire():
+        report.skipped = True
+        return report
+    try:
+        cutoff = timezone.now() - timedelta(seconds=grace)
+        _push_pending(cutoff, report)
+        _repush_missing(cutoff, report)
+        _repush_dropped(cutoff, report)
+        _release_overdue(cutoff, report)
+        _recover_running(cutoff, confirm_after, report)
+    finally:
+        try:
+            lock.release()
+        except Exception:  # noqa: BLE001 - it expires on its own
+            pass
+    if report.total:
+        logger.warning(
+            "Reconciled: %d pending pushed, %d missing re-pushed, %d overdue released, %d lost attempts recovered",
+            len(report.pushed_pending),
+            len(report.repushed_missing),
+            len(report.released_overdue),
+            len(report.recovered_running),
+        )
+    return report
+
+
+def _push_pending(cutoff: datetime, report: ReconcileReport) -> None:
+    # Every overdue pending row, a page at a time; the first Redis error ends the pass (the next one goes on).
+    # A pushed row is no longer pending, so each page is simply the oldest BATCH still waiting.
+    pending = JobLog.objects.filter(status=JobStatus.PENDING, updated_at__lt=cutoff).order_by("created_at", "id")
+    for _ in range(MAX_PAGES):
+        page = list(pending[:BATCH])
+        for job in page:
+            queues.push_or_raise(job)
+            report.pushed_pending.append(str(job.id))
+        if len(page) < BATCH:
+            return
+
+
+def _repush_missing(cutoff: datetime, report: ReconcileReport) -> None:
+    waiting = JobLog.objects.filter(status__in=(JobStatus.QUEUED, JobStatus.SCHEDULED), updated_at__lt=cutoff)
+    last_pk = None
+    for _ in range(MAX_PAGES):
+        # Keyset pages on the primary key: each page is one bounded query, and no row is skipped or seen twice.
+        page = list((waiting.filter(pk__gt=last_pk) if last_pk else waiting).order_by("pk")[:BATCH])
+        if not page:
+            return
+        last_pk = page[-1].pk
+        present = queues.which_waiting_in_redis([str(job.id) for job in page])
+        for job in page:
+            if str(job.id) in present:
+                continue
+            # Back to pending first: push() only moves pending rows, so a job that started meanwhile is left alone.
+            if JobLog.objects.filter(pk=job.pk, status=job.status).update(status=JobStatus.PENDING):
+                job.status = JobStatus.PENDING
+                queues.push_or_raise(job)
+                report.repushed_missing.append(str(job.id))
+        if len(page) < BATCH:
+            return
+
+
+def _repush_dropped(cutoff: datetime, report: ReconcileReport) -> None:
+    """Queued jobs a worker popped off their list and died with before rq marked them started.
+
+    rq then keeps no trace of them but a hash still saying "queued". Lists are FIFO, so a row enqueued before
+    the job now at the head of its list (or any overdue row, when the list is empty) was taken and dropped.
+    """
+    queued = JobLog.objects.filter(status=JobStatus.QUEUED, enqueued_at__lt=cutoff)
+    for queue_name, priority in queued.values_list("queue", "priority").distinct().order_by():
+        rows = queued.filter(queue=queue_name, priority=priority)
+        head = queues.queue_head(queue_name, priority)
+        if head is not None:
+            head_enqueued_at = JobLog.objects.filter(pk=head).values_list("enqueued_at", flat=True).first()
+            if head_enqueued_at is None:
+                continue  # a head SQL does not know: no order to reason with
+            rows = rows.filter(enqueued_at__lt=head_enqueued_at - timedelta(seconds=1))
+        page = list(rows.order_by("enqueued_at")[:BATCH])
+        states = queues.rq_states([str(job.id) for job in page])
+        for job in page:
+            if states[str(job.id)] != "queued":
+                continue  # started, scheduled, waiting for a concurrency slot, or handled by _repush_missing
+            if JobLog.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(status=JobStatus.PENDING):
+                job.status = JobStatus.PENDING
+                queues.push_or_raise(job)
+                report.repushed_missing.append(str(job.id))
+
+
+def _release_overdue(cutoff: datetime, report: ReconcileReport) -> None:
+    overdue = JobLog.objects.filter(status=JobStatus.SCHEDULED, run_at__lt=cutoff).order_by("run_at")[:BATCH]
+    for job in overdue:
+        if JobLog.objects.filter(pk=job.pk, status=JobStatus.SCHEDULED).update(status=JobStatus.PENDING):
+            job.status = JobStatus.PENDING
+            queues.requeue(job)  # drops the rq job from the scheduled registry and queues it at once
+            report.released_overdue.append(str(job.id))
+
+
+def _recover_running(cutoff: datetime, confirm_after: float, report: ReconcileReport) -> None:
+    running = [
+        str(pk)
+        for pk in JobLog.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff).values_list("pk", flat=True)[
+            :BATCH
+        ]
+    ]
+    if not running:
+        return
+    suspects = set(running) - queues.which_alive(running)
+    if not suspects:
+        return
+    # A live attempt refreshes its key every HEARTBEAT_INTERVAL; after a Redis restart the key is briefly
+    # missing for jobs that are fine. Only a key still missing after a full beat period means a lost attempt.
+    time.sleep(confirm_after)
+    for job_id in sorted(suspects - queues.which_alive(sorted(suspects))):
+        runner.recover_lost_attempt(job_id, "The worker running this job stopped responding (lost or killed).")
+        report.recovered_running.append(job_id)

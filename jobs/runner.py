@@ -1,0 +1,450 @@
+"""run_job(job_id): the only function rq calls. Moves a JobLog through running to its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import inspect
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import traceback as tb
+from datetime import timedelta
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+from redis.exceptions import RedisError
+from rq import get_current_job
+from rq.command import send_stop_job_command
+from rq.job import Retry
+from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
+
+from . import limits, queues, registry
+from .conf import jobs_settings
+from .exceptions import InvalidPayload, JobCanceled, UnknownJobType, WorkerShutdown
+from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobStatus
+from .progress import JobContext, publish
+from .registry import JobType
+
+logger = logging.getLogger(__name__)
+
+# Set in forked work horses (jobs.worker), where stopping the horse cannot take the worker down with it.
+in_work_horse = False
+
+# The attempt this process is running now (a worker runs one job at a time), for the shutdown timer.
+current_watcher: AttemptWatcher | None = None
+
+# rq counts Retry results against Retry.max; the runner keeps its own budget in SQL, so rq's never binds.
+UNBOUNDED_RETRIES = 10**9
+
+
+def run_job(job_id: str) -> Any:
+    """Run one attempt of the JobLog ``job_id``: check limits, call the handler, record the outcome."""
+    job = JobLog.objects.filter(pk=job_id).first()
+    if job is None:
+        logger.warning("Job %s has no JobLog row; nothing to run.", job_id)
+        return None
+    if job.status not in WAITING_STATUSES:
+        # Canceled before start, or a duplicate delivery of a job that already ran: never run twice.
+        logger.info("Job %s is %s; not running it.", job_id, job.status)
+        return None
+    try:
+        job_type = registry.get(job.job_type)
+    except UnknownJobType as exc:
+        _fail(job, "UnknownJobType", str(exc), "", ctx=None)
+        return None
+
+    rate_limit = job_type.parsed_rate_limit
+    if rate_limit is not None:
+        wait = limits.acquire_start(job_type.name, rate_limit)
+        if wait > 0:
+            return _defer(job, wait, f"rate limit {job_type.rate_limit}")
+
+    attempt = job.attempts + 1
+    now = timezone.now()
+    with transaction.atomic():
+        # Conditional on the status we read: a cancel that lands in between wins.
+        if not JobLog.objects.filter(pk=job.pk, status=job.status).update(
+            status=JobStatus.RUNNING, attempts=attempt, started_at=now, worker_name=_worker_name()
+        ):
+            logger.info("Job %s changed while starting; not running it.", job_id)
+            return None
+        JobEvent.objects.create(job=job, kind=EventKind.STARTED, status=JobStatus.RUNNING, attempt=attempt)
+    job.status, job.attempts, job.started_at = JobStatus.RUNNING, attempt, now
+    _publish_status(job)
+
+    ctx = JobContext(job, attempt)
+    global current_watcher
+    watcher = current_watcher = AttemptWatcher(ctx, threading.get_ident())
+    watcher.start()
+    try:
+        # The watcher keeps the liveness key fresh until the outcome is written, so a slow final write is
+        # never mistaken for a lost worker.
+        return _run_attempt(job, job_type, ctx, watcher)
+    finally:
+        watcher.close()
+
+
+def _run_attempt(job: JobLog, job_type: JobType, ctx: JobContext, watcher: AttemptWatcher) -> Any:
+    try:
+        payload = job_type.clean(job.payload)
+        result = _call(job_type, ctx, payload)
+        watcher.stop()
+        json_result = _to_json(result)
+    except JobCanceled:
+        watcher.stop()
+        return _finish_canceled(job, ctx, result=None)
+    except WorkerShutdown:
+        watcher.stop()
+        # rq puts the same job back on its queue at once; the worker then exits.
+        return_to_queue(job, ctx)
+        return Retry(max=UNBOUNDED_RETRIES, interval=[0])
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then rq sees it too
+        watcher.stop()
+        if watcher.fired and ctx.is_canceled():
+            return _finish_canceled(job, ctx, result=None)
+        return _handle_failure(job, job_type, ctx, exc)
+    finally:
+        ctx.close()
+
+    if ctx.is_canceled():
+        return _finish_canceled(job, ctx, result=json_result)
+    _finish(
+        job,
+        JobStatus.SUCCEEDED,
+        EventKind.SUCCEEDED,
+        ctx,
+        result=json_result,
+        progress_percent=100,
+    )
+    return json_result
+
+
+def _call(job_type: JobType, ctx: JobContext, payload: dict[str, Any]) -> Any:
+    result = job_type.handler(ctx, payload)
+    if inspect.isawaitable(result):
+        return asyncio.run(_await(result))
+    return result
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class ResultNotSerializable(Exception):
+    """The handler returned something that is not JSON."""
+
+
+def _to_json(result: Any) -> Any:
+    try:
+        return json.loads(json.dumps(result, cls=DjangoJSONEncoder))
+    except (TypeError, ValueError) as exc:
+        raise ResultNotSerializable(f"The handler's result is not JSON-serialisable: {exc}") from exc
+
+
+def _handle_failure(job: JobLog, job_type: JobType, ctx: JobContext, exc: BaseException) -> Any:
+    error_type = "JobTimeout" if isinstance(exc, JobTimeoutException) else type(exc).__name__
+    message = str(exc) or error_type
+    if isinstance(exc, JobTimeoutException):
+        message = f"The job ran longer than its timeout of {job_type.timeout} s."
+    trace = "".join(tb.format_exception(exc))
+    # A bad payload or result fails the same way every time: retrying it only wastes attempts.
+    retryable = (
+        isinstance(exc, Exception)
+        and not isinstance(exc, InvalidPayload | ResultNotSerializable)
+        and job_type.should_retry(exc)
+    )
+    used = job.attempts - job.attempts_before_retry
+    if retryable and used < job.max_attempts:
+        delay = job_type.backoff_delay(used)
+        _schedule_retry(job, ctx, error_type, message, trace, delay)
+        return Retry(max=UNBOUNDED_RETRIES, interval=[rq_interval(delay)])
+    _fail(job, error_type, message, trace, ctx=ctx)
+    if isinstance(exc, Exception):
+        raise exc  # rq records the failure in its FailedJobRegistry, so rq tooling sees it too
+    raise RuntimeError(message) from exc
+
+
+def _schedule_retry(job: JobLog, ctx: JobContext, error_type: str, message: str, trace: str, delay: float) -> None:
+    run_at = timezone.now() + timedelta(seconds=delay)
+    with transaction.atomic():
+        if not _this_attempt(job).update(
+            status=JobStatus.SCHEDULED,
+            run_at=run_at,
+            error_type=error_type,
+            error_message=message,
+            traceback=trace,
+            **ctx.progress_fields(),
+        ):
+            return _taken_over(job)
+        JobEvent.objects.create(
+            job=job,
+            kind=EventKind.RETRY_SCHEDULED,
+            status=JobStatus.SCHEDULED,
+            attempt=job.attempts,
+            message=message,
+            data={"error_type": error_type, "traceback": trace, "delay": round(delay, 3), "run_at": run_at.isoformat()},
+        )
+    job.status, job.error_type, job.error_message = JobStatus.SCHEDULED, error_type, message
+    _publish_status(job)
+
+
+def _fail(job: JobLog, error_type: str, message: str, trace: str, ctx: JobContext | None) -> None:
+    _finish(
+        job,
+        JobStatus.FAILED,
+        EventKind.FAILED,
+        ctx,
+        error_type=error_type,
+        error_message=message,
+        traceback=trace,
+        event_message=message,
+        event_data={"error_type": error_type, "traceback": trace},
+    )
+
+
+def _finish_canceled(job: JobLog, ctx: JobContext, result: Any) -> None:
+    _finish(job, JobStatus.CANCELED, EventKind.CANCELED, ctx, result=result)
+    return None
+
+
+def _finish(
+    job: JobLog,
+    status: str,
+    kind: str,
+    ctx: JobContext | None,
+    *,
+    event_message: str = "",
+    event_data: dict[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    now = timezone.now()
+    progress = ctx.progress_fields() if ctx is not None else {}
+    with transaction.atomic():
+        if not _this_attempt(job).update(status=status, finished_at=now, **{**progress, **fields}):
+            return _taken_over(job)
+        JobEvent.objects.create(
+            job=job, kind=kind, status=status, attempt=job.attempts, message=event_message, data=event_data or {}
+        )
+    job.status, job.finished_at = status, now
+    for name, value in fields.items():
+        setattr(job, name, value)
+    _publish_status(job)
+
+
+def _this_attempt(job: JobLog) -> Any:
+    """The row, only while it is still in the state this process last saw (its attempt, its status).
+
+    The reconciler may have taken a job over (its liveness key lapsed) and handed it to another worker; then
+    this process's late outcome must not overwrite the newer attempt's.
+    """
+    return JobLog.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts)
+
+
+def _taken_over(job: JobLog) -> None:
+    logger.warning("Job %s: the outcome of attempt %s was discarded; the job was taken over.", job.id, job.attempts)
+
+
+def _defer(job: JobLog, wait: float, reason: str) -> Retry:
+    """Put the job back until a limit frees up; no attempt is spent."""
+    run_at = timezone.now() + timedelta(seconds=wait)
+    with transaction.atomic():
+        JobLog.objects.filter(pk=job.pk, status=job.status).update(status=JobStatus.SCHEDULED, run_at=run_at)
+        # One timeline entry per waiting spell, not one per deferral: a busy limit would flood the timeline.
+        last = JobEvent.objects.filter(job=job).order_by("-created_at", "-id").values_list("kind", flat=True).first()
+        if last != EventKind.DEFERRED:
+            JobEvent.objects.create(
+                job=job, kind=EventKind.DEFERRED, status=JobStatus.SCHEDULED, attempt=job.attempts, message=reason
+            )
+    return Retry(max=UNBOUNDED_RETRIES, interval=[max(1, rq_interval(wait))])
+
+
+def rq_interval(delay: float) -> int:
+    """Whole seconds to hand rq so that the job is not due before ``delay`` has passed.
+
+    rq adds the interval to its clock and truncates to the second, which can cut up to a second off.
+    """
+    if delay <= 0:
+        return 0
+    now = time.time()
+    return math.ceil(delay + (now - math.floor(now)))
+
+
+def _publish_status(job: JobLog) -> None:
+    error = {"type": job.error_type, "message": job.error_message} if job.error_type else None
+    publish(
+        {
+            "type": "status",
+            "job_id": str(job.id),
+            "status": job.status,
+            "attempts": job.attempts,
+            "result": job.result,
+            "error": error,
+            "at": timezone.now().isoformat(),
+        }
+    )
+
+
+def _worker_name() -> str:
+    rq_job = get_current_job()
+    return (getattr(rq_job, "worker_name", None) or f"{socket.gethostname()}.{os.getpid()}")[:200]
+
+
+class AttemptWatcher(threading.Thread):
+    """Watches over a running handler: keeps its liveness key fresh and carries out cancel requests.
+
+    On a cancel request it first tells the handler (ctx.is_canceled()); a handler still running CANCEL_GRACE
+    seconds later gets JobCanceled raised inside it; one blocked in C (a long sleep, a socket read) never sees
+    that, so in a forked horse, after another grace period, rq's stop-job command has the worker kill the horse
+    (the worker's failure hook then records the job as canceled). A SimpleWorker cannot be stopped that way
+    without killing the worker itself.
+    """
+
+    def __init__(self, ctx: JobContext, target_thread: int) -> None:
+        super().__init__(name=f"jobs-watch-{ctx.job_id[:8]}", daemon=True)
+        self.ctx = ctx
+        self.target_thread = target_thread
+        self.fired = False
+        self._done = threading.Event()  # the handler returned: no more cancel handling
+        self._closed = threading.Event()  # the outcome is written: no more beats
+        self._lock = threading.Lock()
+        settings = jobs_settings()
+        self._poll = settings.CANCEL_POLL_INTERVAL
+        self._grace = settings.CANCEL_GRACE
+        self._beat_every = settings.HEARTBEAT_INTERVAL
+
+    def run(self) -> None:
+        next_beat = 0.0
+        canceled_at: float | None = None
+        stop_sent = False
+        while not self._closed.wait(self._poll):
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    # The reconciler takes a running job whose liveness key lapsed for a lost one.
+                    queues.beat(self.ctx.job_id, self._beat_every * 3)
+                    next_beat = now + self._beat_every
+                if self._done.is_set():
+                    continue
+                if canceled_at is None and queues.cancel_requested(self.ctx.job_id):
+                    canceled_at = now
+                    self.ctx.mark_canceled()
+            except RedisError:
+                # Redis away: the job runs on; cancel requests and beats resume when it is back.
+                logger.warning("Job %s: Redis unavailable to its watcher", self.ctx.job_id, exc_info=True)
+                continue
+            if canceled_at is None:
+                continue
+            if not self.fired and now - canceled_at >= self._grace:
+                with self._lock:
+                    if self._done.is_set():
+                        return
+                    self.fired = True
+                    _raise_in_thread(self.target_thread, JobCanceled)
+            elif self.fired and not stop_sent and in_work_horse and now - canceled_at >= 2 * self._grace:
+                stop_sent = True
+                logger.warning("Job %s ignored its cancellation; stopping its work horse", self.ctx.job_id)
+                try:
+                    send_stop_job_command(queues.get_connection(), self.ctx.job_id, serializer=JSONSerializer)
+                except Exception:  # noqa: BLE001
+                    logger.exception("Could not stop the work horse of job %s", self.ctx.job_id)
+
+    def interrupt(self, exc_type: type[BaseException]) -> bool:
+        """Raise ``exc_type`` inside the handler if it is still running; True if it was."""
+        with self._lock:
+            if self._done.is_set() or self.fired:
+                return False
+            self.fired = True
+            _raise_in_thread(self.target_thread, exc_type)
+            return True
+
+    def stop(self) -> None:
+        """The handler is done: never interrupt it again (beats go on until close())."""
+        with self._lock:
+            self._done.set()
+            if self.fired:
+                # The async exception may still be pending; clear it so it cannot hit the runner's own code.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target_thread), None)
+
+    def close(self) -> None:
+        self.stop()
+        self._closed.set()
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
+def return_to_queue(job: JobLog, ctx: JobContext | None = None) -> None:
+    """Hand a running job back (worker shutting down): not a failure, and the attempt does not count."""
+    with transaction.atomic():
+        if not JobLog.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.QUEUED,
+            attempts=max(0, job.attempts - 1),
+            started_at=None,
+            enqueued_at=timezone.now(),  # back at the tail of its list: the reconciler reasons with this order
+            **(ctx.progress_fields() if ctx is not None else {}),
+        ):
+            return
+        JobEvent.objects.create(
+            job=job,
+            kind=EventKind.INTERRUPTED,
+            status=JobStatus.QUEUED,
+            attempt=job.attempts,
+            message="The worker shut down before the job finished; it went back to its queue.",
+        )
+    job.status, job.attempts = JobStatus.QUEUED, max(0, job.attempts - 1)
+    _publish_status(job)
+
+
+def requeue_after_shutdown(job_id: str) -> None:
+    """The worker killed this job's horse at the end of its shutdown grace: queue the job again."""
+    job = JobLog.objects.filter(pk=job_id, status=JobStatus.RUNNING).first()
+    if job is None:
+        return
+    return_to_queue(job)
+    JobLog.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(status=JobStatus.PENDING)
+    job.status = JobStatus.PENDING
+    queues.requeue(job)
+
+
+def recover_lost_attempt(job_id: str, reason: str) -> None:
+    """The work horse died under a running job (killed, out of memory, stopped): retry, cancel or fail it."""
+    job = JobLog.objects.filter(pk=job_id, status=JobStatus.RUNNING).first()
+    if job is None:
+        return
+    if job.cancel_requested_at is not None:
+        _finish(job, JobStatus.CANCELED, EventKind.CANCELED, None, event_message=reason)
+        return
+    try:
+        job_type = registry.get(job.job_type)
+    except UnknownJobType as exc:
+        _fail(job, "UnknownJobType", str(exc), "", ctx=None)
+        return
+    used = job.attempts - job.attempts_before_retry
+    if used < job.max_attempts:
+        delay = job_type.backoff_delay(used)
+        run_at = timezone.now() + timedelta(seconds=delay)
+        with transaction.atomic():
+            JobLog.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                status=JobStatus.PENDING, run_at=run_at, error_type="WorkerLost", error_message=reason
+            )
+            JobEvent.objects.create(
+                job=job,
+                kind=EventKind.RETRY_SCHEDULED,
+                status=JobStatus.SCHEDULED,
+                attempt=job.attempts,
+                message=reason,
+                data={"error_type": "WorkerLost", "delay": round(delay, 3)},
+            )
+        job.refresh_from_db()
+        queues.requeue(job)
+        return
+    _fail(job, "WorkerLost", reason, "", ctx=None)

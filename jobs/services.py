@@ -1,0 +1,273 @@
+"""The one way in: submit, cancel and retry jobs. The API, admin, schedules and user code all call these."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import queues, registry
+from .conf import jobs_settings
+from .exceptions import (
+    IdempotencyConflict,
+    InvalidSubmission,
+    JobAlreadyFinished,
+    JobNotFound,
+    JobNotRetryable,
+    JobTypeForbidden,
+    PayloadTooLarge,
+    QueueNotFound,
+)
+from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobSchedule, JobStatus
+from .types import PRIORITIES, Priority
+
+logger = logging.getLogger(__name__)
+
+
+def submit(
+    type_name: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    user: Any = None,
+    priority: Priority = "normal",
+    delay: float | None = None,
+    run_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    schedule: JobSchedule | None = None,
+) -> JobLog:
+    """Record a job as pending and hand it to rq when the transaction commits."""
+    job, _created = get_or_submit(
+        type_name,
+        payload,
+        user=user,
+        priority=priority,
+        delay=delay,
+        run_at=run_at,
+        idempotency_key=idempotency_key,
+        schedule=schedule,
+    )
+    return job
+
+
+def get_or_submit(
+    type_name: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    user: Any = None,
+    priority: Priority = "normal",
+    delay: float | None = None,
+    run_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    schedule: JobSchedule | None = None,
+) -> tuple[JobLog, bool]:
+    """Like submit(); also says whether a job was created (False: an idempotent replay of an earlier one)."""
+    job_type = registry.get(type_name)
+    owner = user if getattr(user, "is_authenticated", False) else None
+    if job_type.staff_only and user is not None and not getattr(user, "is_staff", False):
+        raise JobTypeForbidden(f"Only staff may submit {type_name!r} jobs.")
+    if priority not in PRIORITIES:
+        raise InvalidSubmission(f"Priority must be one of {', '.join(PRIORITIES)}, not {priority!r}.")
+    run_at = _resolve_run_at(delay, run_at)
+    if idempotency_key is not None and not (isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= 255):
+        raise InvalidSubmission("An idempotency key is a non-empty string of at most 255 characters.")
+    _check_size(payload)
+    clean_payload = job_type.validate(payload if payload is not None else {})
+
+    if idempotency_key:
+        existing = _find_idempotent(type_name, owner, idempotency_key)
+        if existing is not None:
+            return _replay(existing, clean_payload), False
+
+    try:
+        with transaction.atomic():
+            job = JobLog.objects.create(
+                job_type=type_name,
+                queue=job_type.queue,
+                priority=priority,
+                status=JobStatus.PENDING,
+                payload=clean_payload,
+                max_attempts=job_type.max_attempts,
+                owner=owner,
+                idempotency_key=idempotency_key,
+                schedule=schedule,
+                run_at=run_at,
+            )
+            JobEvent.objects.create(
+                job=job, kind=EventKind.SUBMITTED, status=JobStatus.PENDING, data=_submitted_data(job)
+            )
+    except IntegrityError:
+        # Two submissions raced with one idempotency key: the other one won, answer with its job.
+        existing = _find_idempotent(type_name, owner, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return _replay(existing, clean_payload), False
+    # After commit, so a worker never sees a missing row; if Redis is down the reconciler pushes later.
+    transaction.on_commit(partial(queues.push, job))
+    return job, True
+
+
+def _resolve_run_at(delay: float | None, run_at: datetime | None) -> datetime | None:
+    if delay is not None and run_at is not None:
+        raise InvalidSubmission("Give either delay or run_at, not both.")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise InvalidSubmission("delay is a number of seconds, 0 or more.")
+        return timezone.now() + timedelta(seconds=delay) if delay > 0 else None
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise InvalidSubmission("run_at must be a datetime.")
+        if timezone.is_naive(run_at):
+            raise InvalidSubmission("run_at must be timezone-aware.")
+    return run_at
+
+
+def _check_size(payload: Mapping[str, Any] | None) -> None:
+    limit = jobs_settings().MAX_PAYLOAD_BYTES
+    try:
+        size = len(json.dumps(payload, default=str).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidSubmission(f"The payload is not JSON: {exc}.") from None
+    if size > limit:
+        raise PayloadTooLarge(f"The payload is {size} bytes; at most {limit} are accepted.")
+
+
+def _find_idempotent(type_name: str, owner: Any, key: str) -> JobLog | None:
+    return JobLog.objects.filter(job_type=type_name, owner=owner, idempotency_key=key).first()
+
+
+def _replay(existing: JobLog, clean_payload: dict[str, Any]) -> JobLog:
+    if existing.payload != clean_payload:
+        raise IdempotencyConflict()
+    return existing
+
+
+def _submitted_data(job: JobLog) -> dict[str, Any]:
+    data: dict[str, Any] = {"priority": job.priority, "queue": job.queue}
+    if job.run_at:
+        data["run_at"] = job.run_at.isoformat()
+    return data
+
+
+def get_job(job_id: Any, *, user: Any = None) -> JobLog:
+    """The job with that id, if ``user`` may see it (None: no restriction); raises JobNotFound."""
+    jobs = JobLog.objects.all() if user is None else JobLog.objects.visible_to(user)
+    try:
+        return jobs.get(pk=job_id)
+    except (JobLog.DoesNotExist, ValidationError, ValueError, TypeError):
+        # A malformed id is answered like an absent one: it names no job.
+        raise JobNotFound() from None
+
+
+def cancel_job(job: JobLog, *, user: Any = None) -> JobLog:
+    """Cancel a waiting job at once, or ask a running one to stop; raises JobAlreadyFinished."""
+    now = timezone.now()
+    by = getattr(user, "pk", None)
+    with transaction.atomic():
+        # Conditional updates, not read-then-write: a worker may be starting this very job.
+        canceled_now = bool(
+            JobLog.objects.filter(pk=job.pk, status__in=WAITING_STATUSES).update(
+                status=JobStatus.CANCELED, cancel_requested_at=now, finished_at=now
+            )
+        )
+        if canceled_now:
+            JobEvent.objects.create(
+                job=job, kind=EventKind.CANCELED, status=JobStatus.CANCELED, attempt=job.attempts, data={"by": by}
+            )
+            transaction.on_commit(partial(_drop_from_redis, str(job.id)))
+        elif JobLog.objects.filter(pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True).update(
+            cancel_requested_at=now
+        ):
+            JobEvent.objects.create(
+                job=job,
+                kind=EventKind.CANCEL_REQUESTED,
+                status=JobStatus.RUNNING,
+                attempt=job.attempts,
+                data={"by": by},
+            )
+            ttl = registry.get(job.job_type).timeout + int(jobs_settings().CANCEL_GRACE) + 60
+            transaction.on_commit(partial(queues.request_cancel, str(job.id), ttl))
+        job.refresh_from_db()
+    # A running job whose cancel was already requested is fine: asking twice is not an error.
+    if job.is_finished and not canceled_now:
+        raise JobAlreadyFinished(f"The job is already {job.status}.")
+    return job
+
+
+def _drop_from_redis(job_id: str) -> None:
+    # The SQL row already says canceled and the runner checks it, so a Redis error here loses nothing.
+    try:
+        queues.cancel_rq_job(job_id)
+    except Exception:  # noqa: BLE001
+        logger.warning("Could not remove canceled job %s from Redis", job_id, exc_info=True)
+
+
+def retry_job(job: JobLog, *, user: Any = None) -> JobLog:
+    """Run a failed or canceled job again under the same id, with a fresh budget of attempts."""
+    job_type = registry.get(job.job_type)
+    with transaction.atomic():
+        updated = JobLog.objects.filter(pk=job.pk, status__in=(JobStatus.FAILED, JobStatus.CANCELED)).update(
+            status=JobStatus.PENDING,
+            attempts_before_retry=job.attempts,
+            max_attempts=job_type.max_attempts,
+            result=None,
+            error_type="",
+            error_message="",
+            traceback="",
+            cancel_requested_at=None,
+            finished_at=None,
+            started_at=None,
+            run_at=None,
+            progress_percent=0,
+            progress_message="",
+            progress_stage="",
+            progress_data={},
+            failed_items=[],
+            failed_items_count=0,
+        )
+        job.refresh_from_db()
+        if not updated:
+            raise JobNotRetryable(f"Only failed or canceled jobs can be retried; this one is {job.status}.")
+        JobEvent.objects.create(
+            job=job,
+            kind=EventKind.RETRIED,
+            status=JobStatus.PENDING,
+            attempt=job.attempts,
+            data={"by": getattr(user, "pk", None)},
+        )
+        transaction.on_commit(partial(queues.requeue, job))
+    return job
+
+
+def _known_queue(name: str) -> str:
+    if name not in {t.queue for t in registry.all_types()}:
+        raise QueueNotFound(f"There is no queue named {name!r}.")
+    return name
+
+
+def pause_queue(name: str) -> None:
+    """Stop workers taking jobs from every priority level of queue ``name``; submissions still queue up."""
+    queues.pause(_known_queue(name))
+
+
+def resume_queue(name: str) -> None:
+    queues.resume(_known_queue(name))
+
+
+def requeue_failed(name: str, *, user: Any = None) -> int:
+    """Retry every failed job of queue ``name`` (same ids, fresh budgets); returns how many."""
+    count = 0
+    for job in JobLog.objects.filter(queue=_known_queue(name), status=JobStatus.FAILED).order_by("created_at"):
+        try:
+            retry_job(job, user=user)
+        except JobNotRetryable:
+            continue  # retried by someone else meanwhile
+        count += 1
+    return count

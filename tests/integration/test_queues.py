@@ -1,0 +1,103 @@
+"""Queue control and monitoring: pause/resume honoured by real workers, stats, health, requeue-failed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import transaction
+
+from jobs import submit
+from jobs.exceptions import QueueNotFound
+from jobs.models import JobLog, JobStatus
+from jobs.monitoring import get_health, list_queue_stats
+from jobs.services import pause_queue, requeue_failed, resume_queue
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def fresh(job: JobLog) -> JobLog:
+    return JobLog.objects.get(pk=job.pk)
+
+
+def stats_of(name: str) -> dict:
+    return next(s for s in list_queue_stats() if s["name"] == name)
+
+
+def test_pause__worker_leaves_paused_queue_alone_until_resumed(workers):
+    proc = workers.start("--worker-class", "simple", "--types", "echo", "greet")
+    pause_queue("echo")
+    with transaction.atomic():
+        held = submit("echo", {"n": 1}, priority="critical")
+        other = submit("greet", {"name": "Ada"})
+    # The worker keeps serving the other queue while "echo" is paused.
+    wait_for(lambda: fresh(other).status == JobStatus.SUCCEEDED, what="the unpaused queue's job")
+    time.sleep(2)  # more than the worker's look-again interval
+    assert fresh(held).status == JobStatus.QUEUED
+    assert stats_of("echo")["paused"] is True and stats_of("echo")["waiting_in_redis"]["critical"] == 1
+
+    resume_queue("echo")
+    wait_for(lambda: fresh(held).status == JobStatus.SUCCEEDED, what="the resumed queue's job")
+    assert stats_of("echo")["paused"] is False and proc.poll() is None
+
+
+def test_pause__paused_while_worker_blocks_waiting(workers):
+    # The worker is already blocked waiting on every queue when the pause lands.
+    workers.start("--worker-class", "simple", "--types", "echo")
+    wait_for(lambda: any(s["workers"] for s in list_queue_stats() if s["name"] == "echo"), what="the worker")
+    time.sleep(0.5)
+    pause_queue("echo")
+    with transaction.atomic():
+        held = submit("echo", {})
+    time.sleep(2.5)
+    assert fresh(held).status == JobStatus.QUEUED
+    resume_queue("echo")
+    wait_for(lambda: fresh(held).status == JobStatus.SUCCEEDED, what="the resumed job")
+
+
+def test_pause__unknown_queue_refused(redis_url):
+    with pytest.raises(QueueNotFound):
+        pause_queue("nope")
+    with pytest.raises(QueueNotFound):
+        resume_queue("nope")
+
+
+def test_stats__counts_workers_and_throughput(workers):
+    with transaction.atomic():
+        done = [submit("echo", {"n": i}) for i in range(3)]
+    workers.start("--worker-class", "simple", "--types", "echo", "--name", "stats-worker")
+    wait_for(lambda: all(fresh(j).status == JobStatus.SUCCEEDED for j in done), what="the echo jobs")
+    with transaction.atomic():
+        submit("echo", {"n": 9}, delay=60)
+    echo = stats_of("echo")
+    assert echo["job_types"] == ["echo"]
+    assert echo["counts"]["succeeded"] == 3 and echo["counts"]["scheduled"] == 1
+    assert echo["throughput"] == {"last_minute": 3, "last_hour": 3}
+    (worker,) = echo["workers"]
+    assert worker["name"] == "stats-worker" and worker["pid"] > 0 and worker["host"]
+
+
+def test_health__degraded_without_workers_ok_with_one(workers):
+    assert get_health()["status"] == "degraded" and get_health()["workers"] == 0
+    workers.start("--worker-class", "simple")
+    health = wait_for(lambda: (h := get_health())["status"] == "ok" and h, what="a healthy report")
+    assert health["database"] and health["redis"] and health["workers"] == 1
+
+
+def test_health__redis_down_is_degraded(settings, transactional_db):
+    from tests.conftest import free_port
+
+    settings.JOBS = {**settings.JOBS, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    health = get_health()
+    assert (health["status"], health["redis"], health["database"]) == ("degraded", False, True)
+
+
+def test_requeue_failed__retries_every_failed_job_of_the_queue(redis_url, drain, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        failed = [submit("permanent", {}) for _ in range(2)]
+    drain(lambda: all(fresh(j).status == JobStatus.FAILED for j in failed))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_failed("permanent") == 2
+    assert {fresh(j).status for j in failed} == {JobStatus.QUEUED}
+    assert requeue_failed("echo") == 0

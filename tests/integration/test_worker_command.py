@@ -1,0 +1,52 @@
+"""manage.py jobs_worker: its options and its refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import transaction
+
+from jobs import submit
+from jobs.models import JobLog, JobStatus
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--queues", "nope"], "Unknown queue(s): nope"),
+        (["--types", "nope"], "no job type named 'nope'"),
+        (["--worker-class", "no.such.Worker"], "Cannot import worker class"),
+        (["--worker-class", "jobs.models.JobLog"], "is not an rq worker class"),
+        (["--max-jobs", "0"], "--max-jobs must be 1 or more"),
+        (["--worker-class", "rq.worker.SpawnWorker"], "without Django"),
+    ],
+)
+def test_jobs_worker__bad_options_refused(args, message, redis_url):
+    with pytest.raises(CommandError) as err:
+        call_command("jobs_worker", "--burst", *args)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("worker_class", ["simple", "fork", "rq.worker.SimpleWorker"])
+def test_jobs_worker__burst_runs_only_the_chosen_types(worker_class, workers):
+    with transaction.atomic():
+        chosen = [submit("echo", {"n": i}) for i in range(3)]
+        other = submit("greet", {"name": "Ada"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "jobs_worker", "--burst", "--types", "echo", "--worker-class", worker_class],
+        cwd=ROOT,
+        env=workers.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert {JobLog.objects.get(pk=j.pk).status for j in chosen} == {JobStatus.SUCCEEDED}
+    assert JobLog.objects.get(pk=other.pk).status == JobStatus.QUEUED

@@ -1,0 +1,167 @@
+"""Job types the tests run through real workers. They record what they did in Redis, where tests read it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rest_framework import serializers
+
+from jobs import PermanentError, job_type
+from jobs.queues import get_connection
+
+
+def record(key: str, value: Any) -> None:
+    get_connection().rpush(f"test:{key}", str(value))
+
+
+@job_type("echo")
+def echo(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    ctx.progress(50, "echoing", stage="echo")
+    return {"echo": payload, "attempt": ctx.attempt, "job_id": ctx.job_id}
+
+
+class GreetingPayload(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=20)
+    times = serializers.IntegerField(min_value=1, max_value=5, default=1)
+
+
+@job_type("greet", payload=GreetingPayload)
+def greet(ctx: Any, payload: dict[str, Any]) -> str:
+    return " ".join([f"Hello {payload['name']}"] * payload["times"])
+
+
+@job_type("flaky", max_attempts=3)
+def flaky(ctx: Any, payload: dict[str, Any]) -> str:
+    """Fails until its attempt number reaches payload["succeed_on"]."""
+    record(f"attempts:{ctx.job_id}", f"{ctx.attempt}@{time.time()}")
+    if ctx.attempt < payload.get("succeed_on", 99):
+        raise ConnectionError(f"attempt {ctx.attempt} failed")
+    return "recovered"
+
+
+@job_type("permanent", max_attempts=5)
+def permanent(ctx: Any, payload: dict[str, Any]) -> None:
+    record(f"attempts:{ctx.job_id}", ctx.attempt)
+    raise PermanentError("the input can never work")
+
+
+@job_type("picky", max_attempts=4, give_up_on=(ValueError,))
+def picky(ctx: Any, payload: dict[str, Any]) -> None:
+    record(f"attempts:{ctx.job_id}", ctx.attempt)
+    raise ValueError("bad value, retrying won't help")
+
+
+@job_type("slow", timeout=1, max_attempts=2, backoff=(0, 0))
+def slow(ctx: Any, payload: dict[str, Any]) -> None:
+    record(f"attempts:{ctx.job_id}", ctx.attempt)
+    time.sleep(payload.get("seconds", 30))
+
+
+@job_type("cooperative", timeout=60)
+def cooperative(ctx: Any, payload: dict[str, Any]) -> dict[str, int] | None:
+    """Works in steps and stops when asked."""
+    steps = payload.get("steps", 200)
+    for step in range(steps):
+        if ctx.is_canceled():
+            record(f"stopped:{ctx.job_id}", step)
+            return None
+        ctx.progress(100 * step // steps, f"step {step}", stage="work", current=step, total=steps)
+        record(f"started:{ctx.job_id}", step) if step == 0 else None
+        time.sleep(0.05)
+    return {"steps": steps}
+
+
+@job_type("stubborn", timeout=60)
+def stubborn(ctx: Any, payload: dict[str, Any]) -> str:
+    """Never looks at ctx.is_canceled(): only the runner can stop it."""
+    record(f"started:{ctx.job_id}", 1)
+    deadline = time.time() + payload.get("seconds", 30)
+    while time.time() < deadline:
+        time.sleep(0.01)
+    return "finished anyway"
+
+
+@job_type("ordered")
+def ordered(ctx: Any, payload: dict[str, Any]) -> None:
+    record("order", payload["label"])
+
+
+@job_type("throttled", rate_limit="3/s", max_attempts=1)
+def throttled(ctx: Any, payload: dict[str, Any]) -> None:
+    record("throttled", time.time())
+
+
+@job_type("capped", concurrency=2, max_attempts=1)
+def capped(ctx: Any, payload: dict[str, Any]) -> None:
+    conn = get_connection()
+    running = conn.incr("test:capped:running")
+    conn.rpush("test:capped:seen", running)
+    time.sleep(payload.get("seconds", 0.3))
+    conn.decr("test:capped:running")
+
+
+@job_type("partial")
+def partial(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
+    ok = 0
+    for row in payload["rows"]:
+        if "@" in row:
+            ok += 1
+        else:
+            ctx.item_failed(row, "not an email address")
+    return {"imported": ok}
+
+
+@job_type("admin-only", staff_only=True)
+def admin_only(ctx: Any, payload: dict[str, Any]) -> str:
+    return "done"
+
+
+@job_type("async-echo")
+async def async_echo(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    ctx.progress(30, "awaiting")
+    return {"echo": payload}
+
+
+@job_type("crashy", max_attempts=3, backoff=(0, 0), timeout=60)
+def crashy(ctx: Any, payload: dict[str, Any]) -> str:
+    """The first attempt hangs (a test kills its process); later ones succeed."""
+    import os
+
+    record(f"pids:{ctx.job_id}", os.getpid())
+    if ctx.attempt == 1:
+        time.sleep(60)
+    return f"survived on attempt {ctx.attempt}"
+
+
+@job_type("chatty")
+def chatty(ctx: Any, payload: dict[str, Any]) -> int:
+    """Reports progress in a tight loop, far more often than anyone should write it down."""
+    total = payload["calls"]
+    for i in range(1, total + 1):
+        ctx.progress(100 * i // total, f"item {i}", stage="loop", current=i, total=total)
+    return total
+
+
+@job_type("sleeper", timeout=120)
+def sleeper(ctx: Any, payload: dict[str, Any]) -> str:
+    """Blocks in C for a long time: neither a cancel check nor an async exception can reach it."""
+    record(f"started:{ctx.job_id}", 1)
+    time.sleep(payload.get("seconds", 60))
+    return "woke up"
+
+
+@job_type("soak", max_attempts=10, backoff=(0.1, 1), timeout=30)
+def soak(ctx: Any, payload: dict[str, Any]) -> int:
+    """Writes one line when it starts and one when it finishes, to a file that outlives Redis and workers."""
+    import os
+
+    path = os.path.join(payload["dir"], f"runs-{os.getpid()}.log")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, f"start {ctx.job_id} {ctx.attempt}\n".encode())
+        time.sleep(payload.get("work", 0.005))
+        os.write(fd, f"done {ctx.job_id} {ctx.attempt}\n".encode())
+    finally:
+        os.close(fd)
+    return ctx.attempt
