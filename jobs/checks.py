@@ -1,4 +1,4 @@
-"""System checks: JOBS settings (jobs.E00x) and registered job types (jobs.E01x)."""
+"""System checks: JOBS settings (jobs.E00x, jobs.W001) and registered job types (jobs.E01x)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.apps import AppConfig
-from django.core.checks import CheckMessage, Error
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
 from rest_framework import serializers
 
 from . import registry
@@ -46,6 +47,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             errors.append(Error(f"JOBS['{key}'] must be a whole number of at least 1, not {value!r}.", id="jobs.E003"))
     for key in (
         "PROGRESS_MIN_INTERVAL",
+        "PROGRESS_PUBLISH_INTERVAL",
+        "DASHBOARD_INTERVAL",
         "CANCEL_POLL_INTERVAL",
         "CANCEL_GRACE",
         "SHUTDOWN_GRACE",
@@ -67,6 +70,14 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 f"JOBS['SUBMIT_RATE'] must be a DRF throttle rate such as '120/minute', or None, not {rate!r}.",
                 hint="A count, a slash, then second, minute, hour or day (s, m, h, d).",
                 id="jobs.E005",
+            )
+        )
+    if not getattr(settings, "CHANNEL_LAYERS", None):
+        errors.append(
+            Warning(
+                "No CHANNEL_LAYERS setting: live progress over websockets is off (REST status still works).",
+                hint='Add CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.layers.JobsChannelLayer"}}.',
+                id="jobs.W001",
             )
         )
     return errors

@@ -20,6 +20,8 @@ class JobsSettings:
     DEFAULT_TIMEOUT: int = 300  # seconds
     DEFAULT_RETENTION_DAYS: int = 30  # finished JobLog rows and rq results kept this long
     PROGRESS_MIN_INTERVAL: float = 0.5  # seconds between progress writes to SQL
+    PROGRESS_PUBLISH_INTERVAL: float = 0.1  # seconds between live progress frames of one job
+    DASHBOARD_INTERVAL: float = 2.0  # seconds between queue-count checks for each ws/dashboard/ client
     CANCEL_POLL_INTERVAL: float = 0.25  # how often a running job looks for a cancel request
     CANCEL_GRACE: float = 5.0  # seconds a handler gets to stop cooperatively before it is interrupted
     SHUTDOWN_GRACE: float = 30.0  # seconds a running job gets after SIGTERM before it is requeued

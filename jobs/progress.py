@@ -1,8 +1,17 @@
-"""JobContext: what a handler talks to. Progress goes to the JobLog row (coalesced) and to publish()."""
+"""JobContext: what a handler talks to. Progress goes to the JobLog row (coalesced) and to the channel layer.
+
+Live frames leave through one background thread per process (``publish``): a handler's progress call only appends
+to a list, and the thread sends whatever has piled up in one pipelined round trip, keeping only the newest progress
+frame of each job. So a tight loop of progress calls costs the handler microseconds and the network a few frames,
+while the final state always goes out.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,13 +26,171 @@ from .types import FailedItem, ProgressFrame, StatusFrame
 if TYPE_CHECKING:
     from .models import JobLog
 
+logger = logging.getLogger(__name__)
 
-def publish(frame: ProgressFrame | StatusFrame) -> None:
-    """The seam for live progress: every progress write and status change passes through here.
+Frame = ProgressFrame | StatusFrame
+FRAME_EVENT = "job.frame"  # the layer event consumers handle (job_frame); it carries one browser frame
+PUBLISH_ERROR_LOG_EVERY = 30.0  # seconds between warnings while the channel layer is unreachable
 
-    The websocket issue fans frames out to the channel layer groups job.<id>, user.<id> and dashboard;
-    until then nothing listens, so it does nothing.
-    """
+
+def frame_groups(job_id: str, owner_id: Any) -> list[str]:
+    """The channel layer groups a job's frames go to."""
+    groups = [f"job.{job_id}", "dashboard"]
+    if owner_id is not None:
+        groups.append(f"user.{owner_id}")
+    return groups
+
+
+def status_frame(job: JobLog) -> StatusFrame:
+    error = {"type": job.error_type, "message": job.error_message} if job.error_type else None
+    return {
+        "type": "status",
+        "job_id": str(job.id),
+        "status": job.status,
+        "attempts": job.attempts,
+        "result": job.result,
+        "error": error,
+        "at": timezone.now().isoformat(),
+    }
+
+
+def publish_status(job: JobLog) -> None:
+    """Tell live listeners the job's status changed (call after the change is committed)."""
+    publish(status_frame(job), job.owner_id)
+
+
+def publish(frame: Frame, owner_id: Any = None) -> None:
+    """Queue a frame for the groups job.<id>, dashboard and user.<owner>; never blocks, never raises."""
+    publisher = _publisher()
+    if publisher is not None:
+        publisher.put(frame, frame_groups(frame["job_id"], owner_id))
+
+
+def flush_published(timeout: float = 2.0) -> bool:
+    """Wait until every frame queued so far in this process was sent (a work horse calls this before exiting)."""
+    publisher = _publishers.get(os.getpid())
+    return publisher.flush(timeout) if publisher is not None else True
+
+
+class Publisher:
+    """One thread per process that sends queued frames to the channel layer, coalescing what piles up."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._pending: list[tuple[Frame, list[str]]] = []
+        self._queued = 0
+        self._done = 0
+        self._cond = threading.Condition()
+        self._redis: Any = None
+        self._redis_address: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_error_log = 0.0
+        self._thread = threading.Thread(target=self._run, name="jobs-publisher", daemon=True)
+        self._thread.start()
+
+    def put(self, frame: Frame, groups: list[str]) -> None:
+        with self._cond:
+            self._pending.append((frame, groups))
+            self._queued += 1
+            self._cond.notify()
+
+    def flush(self, timeout: float) -> bool:
+        with self._cond:
+            target = self._queued
+            return self._cond.wait_for(lambda: self._done >= target, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                batch, self._pending = self._pending, []
+            try:
+                self._send(coalesce(batch))
+            except Exception as exc:  # noqa: BLE001 - live frames are best effort; SQL keeps the truth
+                if time.monotonic() - self._last_error_log > PUBLISH_ERROR_LOG_EVERY:
+                    self._last_error_log = time.monotonic()
+                    logger.warning("Could not publish %d live frame(s): %s", len(batch), exc)
+                self._redis = None
+            with self._cond:
+                self._done += len(batch)
+                self._cond.notify_all()
+
+    def _send(self, batch: list[tuple[Frame, list[str]]]) -> None:
+        from .layers import JobsChannelLayer
+
+        hosts = getattr(self.layer, "hosts", None) if isinstance(self.layer, JobsChannelLayer) else None
+        if hosts and len(hosts) == 1 and isinstance(hosts[0], str):
+            self._send_pipelined(hosts[0], batch)
+        else:
+            self._send_through_layer(batch)
+
+    def _send_pipelined(self, address: str, batch: list[tuple[Frame, list[str]]]) -> None:
+        # Our own layer: one PUBLISH per group, all of them in one round trip on a connection kept open.
+        from redis import Redis
+
+        if self._redis is None or self._redis_address != address:
+            self._redis, self._redis_address = Redis.from_url(address), address
+        pipe = self._redis.pipeline(transaction=False)
+        for frame, groups in batch:
+            message = self.layer.serialize({"type": FRAME_EVENT, "frame": frame})
+            for group in groups:
+                pipe.publish(self.layer.group_channel(group), message)
+        pipe.execute()
+
+    def _send_through_layer(self, batch: list[tuple[Frame, list[str]]]) -> None:
+        # Any other channel layer: its own group_send, on one event loop kept for the thread's lifetime so the
+        # layer's connections are reused rather than rebuilt per frame.
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        for frame, groups in batch:
+            for group in groups:
+                self._loop.run_until_complete(self.layer.group_send(group, {"type": FRAME_EVENT, "frame": frame}))
+
+
+def coalesce(batch: list[tuple[Frame, list[str]]]) -> list[tuple[Frame, list[str]]]:
+    """Drop progress frames that a newer progress frame of the same job supersedes; keep every status frame."""
+    kept: list[tuple[Frame, list[str]]] = []
+    newer_progress: set[str] = set()
+    for item in reversed(batch):
+        frame = item[0]
+        if frame["type"] == "progress":
+            if frame["job_id"] in newer_progress:
+                continue
+            newer_progress.add(frame["job_id"])
+        kept.append(item)
+    kept.reverse()
+    return kept
+
+
+_publishers: dict[int, Publisher] = {}
+_no_layer: set[int] = set()
+_publishers_lock = threading.Lock()
+
+
+def _publisher() -> Publisher | None:
+    # Per process: a forked work horse has no publisher thread of its parent, so it starts its own.
+    pid = os.getpid()
+    publisher = _publishers.get(pid)
+    if publisher is not None or pid in _no_layer:
+        return publisher
+    with _publishers_lock:
+        if pid not in _publishers and pid not in _no_layer:
+            from channels.layers import get_channel_layer
+
+            layer = get_channel_layer()
+            if layer is None:
+                _no_layer.add(pid)  # no CHANNEL_LAYERS: live progress is off, SQL still has everything
+                return None
+            _publishers[pid] = Publisher(layer)
+            atexit.register(flush_published, 2.0)
+    return _publishers[pid]
+
+
+def reset_publisher() -> None:
+    """Forget this process's channel layer decision (the layer settings changed, e.g. in tests)."""
+    with _publishers_lock:
+        _publishers.pop(os.getpid(), None)
+        _no_layer.discard(os.getpid())
 
 
 class JobContext:
@@ -41,8 +208,10 @@ class JobContext:
         self.failed_items: list[FailedItem] = list(job.failed_items or [])
         self.failed_items_count = job.failed_items_count
         self._settings = jobs_settings()
-        self._dirty = False
+        self._dirty = False  # changes not yet written to the row
+        self._unpublished = False  # changes not yet sent to live listeners
         self._last_write = 0.0
+        self._last_publish = 0.0
         self._canceled = threading.Event()
         self._write_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -67,8 +236,11 @@ class JobContext:
             self.stage = str(stage)[:100]
         if data is not None or extra:
             self.data = {**self.data, **(data or {}), **extra}
-        self._dirty = True
-        if time.monotonic() - self._last_write >= self._settings.PROGRESS_MIN_INTERVAL:
+        self._dirty = self._unpublished = True
+        now = time.monotonic()
+        if now - self._last_publish >= self._settings.PROGRESS_PUBLISH_INTERVAL:
+            self.publish_pending()
+        if now - self._last_write >= self._settings.PROGRESS_MIN_INTERVAL:
             self.flush()
 
     def is_canceled(self) -> bool:
@@ -94,8 +266,26 @@ class JobContext:
             "failed_items_count": self.failed_items_count,
         }
 
+    def progress_frame(self) -> ProgressFrame:
+        return {
+            "type": "progress",
+            "job_id": self.job_id,
+            "percent": self.percent,
+            "message": self.message,
+            "stage": self.stage,
+            "data": self.data,
+            "at": timezone.now().isoformat(),
+        }
+
+    def publish_pending(self, *, older_than: float = 0.0) -> None:
+        """Send the latest progress to live listeners if it changed (and was last sent ``older_than`` s ago)."""
+        if self._unpublished and time.monotonic() - self._last_publish >= older_than:
+            self._unpublished = False
+            self._last_publish = time.monotonic()
+            publish(self.progress_frame(), self.owner_id)
+
     def flush(self) -> None:
-        """Write pending progress to the row now and publish it."""
+        """Write pending progress to the row now."""
         if not self._dirty:
             return
         with self._write_lock:
@@ -109,17 +299,6 @@ class JobContext:
                 self._executor.submit(self._write, fields).result()
             else:
                 self._write(fields)
-        publish(
-            {
-                "type": "progress",
-                "job_id": self.job_id,
-                "percent": self.percent,
-                "message": self.message,
-                "stage": self.stage,
-                "data": self.data,
-                "at": timezone.now().isoformat(),
-            }
-        )
 
     def _write(self, fields: dict[str, Any]) -> None:
         from .models import JobLog, JobStatus

@@ -119,11 +119,14 @@ def push(job: JobLog) -> None:
 def push_or_raise(job: JobLog) -> None:
     """Like push(), but a Redis error propagates (the reconciler stops its pass at the first one)."""
     from .models import JobLog, JobStatus
+    from .progress import publish_status
 
     status, enqueued_at = enqueue(job)
     # Conditional: a fast worker may already have started (or a user canceled) the job.
-    JobLog.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(status=status, enqueued_at=enqueued_at)
+    updated = JobLog.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(status=status, enqueued_at=enqueued_at)
     job.status, job.enqueued_at = status, enqueued_at
+    if updated:
+        publish_status(job)
 
 
 def enqueue(job: JobLog) -> tuple[str, datetime]:

@@ -30,7 +30,7 @@ from . import limits, queues, registry
 from .conf import jobs_settings
 from .exceptions import InvalidPayload, JobCanceled, UnknownJobType, WorkerShutdown
 from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobStatus
-from .progress import JobContext, publish
+from .progress import JobContext, flush_published, publish_status
 from .registry import JobType
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def run_job(job_id: str) -> Any:
             return None
         JobEvent.objects.create(job=job, kind=EventKind.STARTED, status=JobStatus.RUNNING, attempt=attempt)
     job.status, job.attempts, job.started_at = JobStatus.RUNNING, attempt, now
-    _publish_status(job)
+    publish_status(job)
 
     ctx = JobContext(job, attempt)
     global current_watcher
@@ -90,6 +90,9 @@ def run_job(job_id: str) -> Any:
         return _run_attempt(job, job_type, ctx, watcher)
     finally:
         watcher.close()
+        if in_work_horse:
+            # A work horse leaves with os._exit, taking the publisher thread along: send its frames first.
+            flush_published()
 
 
 def _run_attempt(job: JobLog, job_type: JobType, ctx: JobContext, watcher: AttemptWatcher) -> Any:
@@ -193,7 +196,7 @@ def _schedule_retry(job: JobLog, ctx: JobContext, error_type: str, message: str,
             data={"error_type": error_type, "traceback": trace, "delay": round(delay, 3), "run_at": run_at.isoformat()},
         )
     job.status, job.error_type, job.error_message = JobStatus.SCHEDULED, error_type, message
-    _publish_status(job)
+    publish_status(job)
 
 
 def _fail(job: JobLog, error_type: str, message: str, trace: str, ctx: JobContext | None) -> None:
@@ -236,7 +239,9 @@ def _finish(
     job.status, job.finished_at = status, now
     for name, value in fields.items():
         setattr(job, name, value)
-    _publish_status(job)
+    if ctx is not None:
+        ctx.publish_pending()  # the last progress goes out before the final status
+    publish_status(job)
 
 
 def _this_attempt(job: JobLog) -> Any:
@@ -263,6 +268,8 @@ def _defer(job: JobLog, wait: float, reason: str) -> Retry:
             JobEvent.objects.create(
                 job=job, kind=EventKind.DEFERRED, status=JobStatus.SCHEDULED, attempt=job.attempts, message=reason
             )
+    job.status, job.run_at = JobStatus.SCHEDULED, run_at
+    publish_status(job)
     return Retry(max=UNBOUNDED_RETRIES, interval=[max(1, rq_interval(wait))])
 
 
@@ -275,21 +282,6 @@ def rq_interval(delay: float) -> int:
         return 0
     now = time.time()
     return math.ceil(delay + (now - math.floor(now)))
-
-
-def _publish_status(job: JobLog) -> None:
-    error = {"type": job.error_type, "message": job.error_message} if job.error_type else None
-    publish(
-        {
-            "type": "status",
-            "job_id": str(job.id),
-            "status": job.status,
-            "attempts": job.attempts,
-            "result": job.result,
-            "error": error,
-            "at": timezone.now().isoformat(),
-        }
-    )
 
 
 def _worker_name() -> str:
@@ -319,6 +311,7 @@ class AttemptWatcher(threading.Thread):
         self._poll = settings.CANCEL_POLL_INTERVAL
         self._grace = settings.CANCEL_GRACE
         self._beat_every = settings.HEARTBEAT_INTERVAL
+        self._publish_every = settings.PROGRESS_PUBLISH_INTERVAL
 
     def run(self) -> None:
         next_beat = 0.0
@@ -333,6 +326,8 @@ class AttemptWatcher(threading.Thread):
                     next_beat = now + self._beat_every
                 if self._done.is_set():
                     continue
+                # A handler that went quiet after a burst still gets its latest progress out.
+                self.ctx.publish_pending(older_than=self._publish_every)
                 if canceled_at is None and queues.cancel_requested(self.ctx.job_id):
                     canceled_at = now
                     self.ctx.mark_canceled()
@@ -401,7 +396,7 @@ def return_to_queue(job: JobLog, ctx: JobContext | None = None) -> None:
             message="The worker shut down before the job finished; it went back to its queue.",
         )
     job.status, job.attempts = JobStatus.QUEUED, max(0, job.attempts - 1)
-    _publish_status(job)
+    publish_status(job)
 
 
 def requeue_after_shutdown(job_id: str) -> None:

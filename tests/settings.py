@@ -70,6 +70,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One file per test run, so two runs on one machine never share (and destroy) each other's database.
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"jobs-test-{os.getpid()}.sqlite3")}
 
+ASGI_APPLICATION = "tests.asgi.application"
+# Live progress on the test Redis (the layer follows JOBS["REDIS_URL"]).
+CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.layers.JobsChannelLayer"}}
+
 JOBS = {
     "REDIS_URL": os.environ.get("REDIS_URL"),
     # Fast enough for tests that wait on real retries and cancellations.

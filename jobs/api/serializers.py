@@ -27,8 +27,10 @@ LATEST_RUN_AT = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def is_staff(context: Mapping[str, Any]) -> bool:
+    # Views pass the request; websocket consumers, which have none, pass the user.
     request = context.get("request")
-    return bool(request is not None and getattr(request.user, "is_staff", False))
+    user = request.user if request is not None else context.get("user")
+    return bool(getattr(user, "is_staff", False))
 
 
 # ---------------------------------------------------------------------------------------------------------------

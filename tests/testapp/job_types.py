@@ -165,3 +165,20 @@ def soak(ctx: Any, payload: dict[str, Any]) -> int:
     finally:
         os.close(fd)
     return ctx.attempt
+
+
+STAGES = ("fetch", "parse", "write")
+
+
+@job_type("stages", timeout=60)
+def stages(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """Three stages of a few steps each, slow enough that every progress frame goes out on its own."""
+    steps = payload.get("steps", 3)
+    pause = payload.get("pause", 0.15)
+    done = 0
+    for stage in STAGES:
+        for step in range(steps):
+            done += 1
+            ctx.progress(100 * done // (steps * len(STAGES)), f"{stage} {step + 1}/{steps}", stage=stage, step=done)
+            time.sleep(pause)
+    return {"stages": list(STAGES), "steps": done}

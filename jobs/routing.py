@@ -1,0 +1,25 @@
+"""Websocket routes, for the project's ASGI application::
+
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from channels.security.websocket import AllowedHostsOriginValidator
+    from jobs.routing import websocket_urlpatterns
+
+    application = ProtocolTypeRouter({
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    })
+"""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from .consumers import DashboardConsumer, JobConsumer, UserJobsConsumer
+
+websocket_urlpatterns = [
+    # Any text as the id: a malformed one is answered 4404 like an unknown job, not a failed handshake.
+    path("ws/jobs/<str:job_id>/", JobConsumer.as_asgi()),
+    path("ws/jobs/", UserJobsConsumer.as_asgi()),
+    path("ws/dashboard/", DashboardConsumer.as_asgi()),
+]
