@@ -27,6 +27,7 @@ from .exceptions import (
     QueueNotFound,
 )
 from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobSchedule, JobStatus
+from .progress import publish_status
 from .types import PRIORITIES, Priority
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ def cancel_job(job: JobLog, *, user: Any = None) -> JobLog:
                 job=job, kind=EventKind.CANCELED, status=JobStatus.CANCELED, attempt=job.attempts, data={"by": by}
             )
             transaction.on_commit(partial(_drop_from_redis, str(job.id)))
+            transaction.on_commit(partial(publish_status, job))  # job is refreshed below, before commit
         elif JobLog.objects.filter(pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True).update(
             cancel_requested_at=now
         ):
