@@ -2,6 +2,9 @@
 # Both create .venv with python3 and install the project into it on first use (again when pyproject.toml changes).
 
 PYTHON ?= python3
+# Browser tests drive Debian's Chromium (never a browser Playwright downloads).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
@@ -11,7 +14,7 @@ STAMP := $(VENV)/.installed-test
 demo: $(STAMP)
 	$(VPY) -m project.run_demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(VPY) -m pytest
 
 install: $(STAMP)
@@ -23,6 +26,11 @@ $(VPY):
 $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -e ".[test]"
 	touch $(STAMP)
+
+$(CHROMIUM):
+	@echo "Installing Debian's chromium and chromium-driver for the browser tests (apt-get) ..."
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver
 
 clean:
 	rm -rf $(VENV) var .test-db.sqlite3 .test-db.sqlite3-*

@@ -114,14 +114,15 @@ def run_smoke(base: str, proc: subprocess.Popen[bytes]) -> None:
         if status != 200:
             raise SmokeFailure(f"The job page answered HTTP {status}.")
         job_status = field(page, r'data-status="(\w+)"') or "?"
-        line = f"{job_status} {field(page, r'<dt>Message</dt><dd>([^<]*)</dd>') or ''}".strip()
+        message = field(page, r'data-field="message">([^<]*)<') or ""
+        line = f"{job_status} {message}".strip()
         if line != last:
             print(f"[smoke]   {line}", flush=True)
             last = line
         if job_status == "succeeded":
             break
         if job_status in {"failed", "canceled"}:
-            error = field(page, r'class="card error-card">.*?<p>(.*?)</p>') or ""
+            error = field(page, r'data-field="error-message">([^<]*)<') or ""
             raise SmokeFailure(f"The report job ended {job_status}: {re.sub('<[^>]+>', '', error)}")
         if time.monotonic() > deadline:
             raise SmokeFailure(f"The report job did not succeed within {JOB_TIMEOUT:.0f} s (last: {line}).")
@@ -129,7 +130,7 @@ def run_smoke(base: str, proc: subprocess.Popen[bytes]) -> None:
     if 'http-equiv="refresh"' in page:
         raise SmokeFailure("A finished job's page still refreshes itself.")
 
-    result_text = field(page, r'<pre id="result">(.*?)</pre>')
+    result_text = field(page, r'data-field="result"[^>]*>(.*?)</pre>')
     if not result_text:
         raise SmokeFailure("The job page shows no result.")
     result: dict[str, Any] = json.loads(result_text)

@@ -1,15 +1,5 @@
-"""Websocket routes, for the project's ASGI application::
-
-    from channels.auth import AuthMiddlewareStack
-    from channels.routing import ProtocolTypeRouter, URLRouter
-    from channels.security.websocket import AllowedHostsOriginValidator
-    from jobs.routing import websocket_urlpatterns
-
-    application = ProtocolTypeRouter({
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    })
-"""
+"""Websocket routes. A project's ASGI application serves them as
+``AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))`` (see project/asgi.py)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_USERNAME = "demo"
-WEB_START_TIMEOUT = 60.0  # seconds for runserver to accept connections
+WEB_START_TIMEOUT = 60.0  # seconds for the web server to accept connections
 STOP_TIMEOUT = 10.0  # web server and scheduler
 WORKER_STOP_MARGIN = 15.0  # on top of JOBS["SHUTDOWN_GRACE"], which a running job gets to finish
 
@@ -34,7 +34,7 @@ class Child:
     def __init__(self, label: str, args: list[str]) -> None:
         self.label = label
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), *args],
+            [sys.executable, *args],
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             process_group=0,
@@ -186,9 +186,25 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, request_stop)
 
-    web = Child("web server", ["runserver", f"127.0.0.1:{port}", "--noreload"])
-    worker = Child("worker", ["jobs_worker"])
-    scheduler = Child("scheduler", ["jobs_scheduler"])
+    # uvicorn serves HTTP and the websockets of live progress from one ASGI process.
+    web = Child(
+        "web server",
+        [
+            "-m",
+            "uvicorn",
+            "project.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--timeout-graceful-shutdown",
+            "5",
+        ],
+    )
+    worker = Child("worker", [str(ROOT / "manage.py"), "jobs_worker"])
+    scheduler = Child("scheduler", [str(ROOT / "manage.py"), "jobs_scheduler"])
     children = [web, worker, scheduler]
     exit_code = 0
     announced = False
@@ -214,7 +230,8 @@ def main() -> int:
                         f"  Jobs demo is running (ready in {time.monotonic() - started:.1f} s)\n\n"
                         f"  Open:      {url}\n"
                         f"  Log in:    username {DEMO_USERNAME!r}, password {password!r}\n"
-                        f"  Processes: web server (runserver), worker (jobs_worker), scheduler (jobs_scheduler)\n"
+                        f"  Processes: web server (uvicorn, HTTP + websockets), worker (jobs_worker), "
+                        f"scheduler (jobs_scheduler)\n"
                         f"  Redis:     {redis_line}\n"
                         f"  Database:  {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} "
                         f"{settings.DATABASES['default']['NAME']}\n"
