@@ -52,8 +52,8 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def job_frame(self, event: dict[str, Any]) -> None:
-        """A frame published by a worker or a web process (jobs.progress.publish)."""
-        await self.send_json(event["frame"])
+        """A frame published by a worker or a web process (jobs.progress.publish), already JSON text."""
+        await self.send(text_data=event["text"])
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:

@@ -1,0 +1,279 @@
+"""Live progress delivery: a handler's progress call -> the frame at a websocket client, and fan-out capacity.
+
+Starts its own stack: a private redis-server, SQLite in a temporary directory (or DATABASE_URL), and one uvicorn
+process serving the test project's ASGI app (Channels consumers, channels-redis pub/sub). This process plays the
+worker: it calls JobContext.progress() like a handler does, so frames take the real path (publisher thread ->
+Redis PUBLISH -> the web process -> the consumer -> the socket). Prints:
+
+1. the handler's cost of one progress call in a tight loop (microseconds);
+2. delivery latency p50/p95/p99 from the progress() call to the frame arriving at a websocket client;
+3. frames per second one web process delivers to N connected clients (default 100) of the same user.
+
+    .venv/bin/python bench/progress_latency.py [--samples 300] [--clients 100] [--frames 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_latency import ROOT, Stack, free_port, wait_until  # noqa: E402
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def start_stack(workdir: Path, procs: Stack) -> tuple[int, dict[str, str]]:
+    redis_port = free_port()
+    procs.start(
+        "redis",
+        [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
+        + ["--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        dict(os.environ),
+    )
+    (workdir / "bench_settings.py").write_text(
+        textwrap.dedent(
+            """
+            from tests.settings import *  # noqa: F403
+
+            DATABASES["default"]["CONN_MAX_AGE"] = 60  # noqa: F405
+            """
+        )
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench_settings",
+        "PYTHONPATH": os.pathsep.join([str(workdir), str(ROOT)]),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'bench.sqlite3'}",
+    }
+    os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "REDIS_URL", "DATABASE_URL")})
+    sys.path[:0] = [str(workdir), str(ROOT)]
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    port = free_port()
+    procs.start(
+        "web",
+        [sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--lifespan", "off", "--no-access-log", "--log-level", "warning"],
+        env,
+    )
+
+    def web_answers() -> bool:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/", timeout=2) as response:
+            return response.status in (200, 503)
+
+    def web_answers_or_503() -> bool:
+        try:
+            return web_answers()
+        except Exception as exc:  # an HTTP 503 raises; it still means the server is up
+            return "503" in str(exc)
+
+    wait_until("uvicorn", web_answers_or_503)
+    return port, env
+
+
+def handler_cost(user: Any, calls: int) -> float:
+    """Microseconds of handler time per progress() call in a tight loop, with the project's default intervals."""
+    from jobs.models import JobLog
+    from jobs.progress import JobContext, flush_published
+
+    job = JobLog.objects.create(job_type="chatty", queue="chatty", owner=user, status="running")
+    ctx = JobContext(job, 1)
+    started = time.perf_counter()
+    for i in range(calls):
+        ctx.progress(100 * i // calls, f"item {i}", stage="loop", current=i, total=calls)
+    elapsed = time.perf_counter() - started
+    flush_published()
+    return elapsed / calls * 1e6
+
+
+async def _latency_client(
+    url: str, headers: dict[str, str], origin: str, ready: threading.Event, arrivals: dict[int, float], expected: int
+) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(url, additional_headers=headers, origin=origin) as socket:  # type: ignore[arg-type]
+        snapshot = json.loads(await socket.recv())
+        assert snapshot["type"] == "snapshot", snapshot
+        ready.set()
+        while len(arrivals) < expected:
+            frame = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            if frame["type"] == "progress":
+                arrivals[frame["data"]["i"]] = time.perf_counter()
+
+
+def delivery_latency(port: int, user: Any, token: str, samples: int) -> list[float]:
+    """Milliseconds from progress() to the frame at a websocket client, one frame every 20 ms."""
+    from django.conf import settings
+
+    from jobs.models import JobLog
+    from jobs.progress import JobContext
+
+    # Every call publishes at once here (the default interval would hold back calls closer than 0.1 s).
+    settings.JOBS = {**settings.JOBS, "PROGRESS_PUBLISH_INTERVAL": 0}
+    job = JobLog.objects.create(job_type="chatty", queue="chatty", owner=user, status="running")
+    ctx = JobContext(job, 1)
+    arrivals: dict[int, float] = {}
+    ready = threading.Event()
+    origin = f"http://127.0.0.1:{port}"
+    client = threading.Thread(
+        target=lambda: asyncio.run(
+            _latency_client(
+                f"ws://127.0.0.1:{port}/ws/jobs/{job.id}/",
+                {"Authorization": f"Token {token}"},
+                origin,
+                ready,
+                arrivals,
+                samples,
+            )
+        ),
+        daemon=True,
+    )
+    client.start()
+    if not ready.wait(10):
+        raise RuntimeError("the websocket client did not connect")
+    sent: dict[int, float] = {}
+    for i in range(samples):
+        sent[i] = time.perf_counter()
+        ctx.progress(i % 100, f"sample {i}", data={"i": i})
+        time.sleep(0.02)
+    client.join(15)
+    coalesced = samples - len(arrivals)
+    if coalesced:
+        # By design: a frame still waiting in the publisher when a newer one of the same job comes is dropped.
+        print(f"  {coalesced} of {samples} latency frames were superseded by a newer one before they went out")
+    return [(arrivals[i] - sent[i]) * 1000 for i in arrivals]
+
+
+def _fanout_client_process(url: str, token: str, origin: str, clients: int, frames: int, conn: Any) -> None:
+    async def one(index: int, connected: asyncio.Event, counts: list[int], last: list[float]) -> None:
+        from websockets.asyncio.client import connect
+
+        async with connect(url, additional_headers={"Authorization": f"Token {token}"}, origin=origin) as socket:
+            counts[index] = 0
+            connected.set()
+            while counts[index] < frames:
+                try:
+                    await asyncio.wait_for(socket.recv(), 20)
+                except TimeoutError:
+                    return
+                counts[index] += 1
+                last[index] = time.time()
+
+    async def main() -> None:
+        counts = [-1] * clients
+        last = [0.0] * clients
+        events = [asyncio.Event() for _ in range(clients)]
+        tasks = [asyncio.ensure_future(one(i, events[i], counts, last)) for i in range(clients)]
+        await asyncio.gather(*(event.wait() for event in events))
+        await asyncio.sleep(0.5)  # every consumer has joined its group
+        conn.send("ready")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        conn.send((sum(max(0, c) for c in counts), max(last)))
+
+    asyncio.run(main())
+
+
+def fanout(port: int, user: Any, token: str, clients: int, frames: int) -> tuple[float, int, float]:
+    """(frames/s delivered in total, frames delivered, seconds) for ``frames`` frames to ``clients`` clients."""
+    import uuid
+
+    from django.utils import timezone
+
+    from jobs.progress import flush_published, publish
+
+    parent, child = multiprocessing.Pipe()
+    origin = f"http://127.0.0.1:{port}"
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_fanout_client_process,
+        args=(f"ws://127.0.0.1:{port}/ws/jobs/", token, origin, clients, frames, child),
+        daemon=True,
+    )
+    proc.start()
+    if not parent.poll(60) or parent.recv() != "ready":
+        raise RuntimeError("the fan-out clients did not connect")
+    started = time.time()
+    for i in range(frames):
+        # Distinct jobs, so the publisher's per-job coalescing keeps every frame.
+        frame = {
+            "type": "progress",
+            "job_id": str(uuid.uuid4()),
+            "percent": i % 100,
+            "message": f"frame {i}",
+            "stage": "fanout",
+            "data": {"i": i},
+            "at": timezone.now().isoformat(),
+        }
+        publish(frame, user.pk)  # type: ignore[arg-type]
+    flush_published(30)
+    if not parent.poll(120):
+        raise RuntimeError("the fan-out clients did not report")
+    delivered, last = parent.recv()
+    proc.join(10)
+    elapsed = last - started
+    return delivered / elapsed, delivered, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=300, help="latency samples (one every 20 ms)")
+    parser.add_argument("--calls", type=int, default=100_000, help="progress() calls for the handler-cost loop")
+    parser.add_argument("--clients", type=int, default=100, help="websocket clients for the fan-out test")
+    parser.add_argument("--frames", type=int, default=2000, help="frames published in the fan-out test")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="jobs-bench-progress-"))
+    procs = Stack(workdir)
+    try:
+        port, _env = start_stack(workdir, procs)
+        from django.contrib.auth import get_user_model
+        from rest_framework.authtoken.models import Token
+
+        user = get_user_model().objects.create_user("bench")
+        token = Token.objects.create(user=user).key
+
+        cost = handler_cost(user, args.calls)
+        print(f"handler cost of progress(): {cost:.2f} µs per call ({args.calls} calls in a tight loop)")
+
+        latencies = delivery_latency(port, user, token, args.samples)
+        print(
+            f"delivery latency progress() -> websocket client, {len(latencies)} frames: "
+            f"p50 {statistics.median(latencies):.2f} ms, p95 {percentile(latencies, 95):.2f} ms, "
+            f"p99 {percentile(latencies, 99):.2f} ms, max {max(latencies):.2f} ms"
+        )
+
+        rate, delivered, elapsed = fanout(port, user, token, args.clients, args.frames)
+        expected = args.clients * args.frames
+        print(
+            f"fan-out: {args.frames} frames to {args.clients} clients through one uvicorn process: "
+            f"{delivered} of {expected} delivered in {elapsed:.2f} s = {rate:,.0f} frames/s"
+        )
+    finally:
+        procs.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
