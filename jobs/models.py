@@ -224,3 +224,16 @@ class JobSchedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Queue(JobLog):
+    """The admin's queues page. A proxy, so that the admin index lists it beside jobs and schedules.
+
+    It has no table and no permissions of its own: the admin lets whoever may view jobs see it.
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = _("queue")
+        verbose_name_plural = _("queues")
+        default_permissions = ()

@@ -122,6 +122,25 @@ def run_schedule_now(schedule: JobSchedule, *, user: object = None) -> JobLog:
     return job
 
 
+def set_enabled(schedule: JobSchedule, enabled: bool) -> JobSchedule:
+    """Enable (from its next tick after now) or disable a schedule; raises InvalidSchedule if it can never run."""
+    if not enabled:
+        JobSchedule.objects.filter(pk=schedule.pk).update(enabled=False, next_run_at=None)
+        schedule.enabled, schedule.next_run_at = False, None
+        return schedule
+    if schedule.enabled and schedule.next_run_at is not None:
+        return schedule
+    try:
+        next_run = initial_next_run(schedule)
+    except (ValueError, KeyError):
+        raise InvalidSchedule("This schedule's timing never fires; fix it before enabling it.") from None
+    if next_run is None:
+        raise InvalidSchedule("This one-off schedule has already run; give it a new run_at to run it again.")
+    JobSchedule.objects.filter(pk=schedule.pk).update(enabled=True, next_run_at=next_run)
+    schedule.enabled, schedule.next_run_at = True, next_run
+    return schedule
+
+
 def tick(now: datetime | None = None) -> list[JobLog]:
     """Run every due schedule once. Safe on several hosts at once: a tick is claimed by a conditional UPDATE."""
     from .services import submit

@@ -273,3 +273,43 @@ def requeue_failed(name: str, *, user: Any = None) -> int:
             continue  # retried by someone else meanwhile
         count += 1
     return count
+
+
+def empty_queue(name: str, *, user: Any = None, batch_size: int = 500) -> int:
+    """Cancel every job of queue ``name`` still waiting (pending, queued or scheduled); returns how many.
+
+    Running jobs go on (cancel them one by one). Jobs submitted after the call began are left alone.
+    """
+    now = timezone.now()
+    by = getattr(user, "pk", None)
+    waiting = JobLog.objects.filter(queue=_known_queue(name), status__in=WAITING_STATUSES, created_at__lte=now)
+    count = 0
+    while batch := list(waiting.order_by().values_list("pk", "attempts")[:batch_size]):
+        ids = [pk for pk, _attempts in batch]
+        with transaction.atomic():
+            # Conditional, like cancel_job(): a worker may be starting some of these right now. The stamp tells
+            # the rows this update canceled from any canceled meanwhile by someone else.
+            JobLog.objects.filter(pk__in=ids, status__in=WAITING_STATUSES).update(
+                status=JobStatus.CANCELED, cancel_requested_at=now, finished_at=now
+            )
+            canceled = set(
+                JobLog.objects.filter(pk__in=ids, status=JobStatus.CANCELED, cancel_requested_at=now).values_list(
+                    "pk", flat=True
+                )
+            )
+            JobEvent.objects.bulk_create(
+                JobEvent(
+                    job_id=pk,
+                    kind=EventKind.CANCELED,
+                    status=JobStatus.CANCELED,
+                    attempt=attempts,
+                    message="The queue was emptied.",
+                    data={"by": by},
+                )
+                for pk, attempts in batch
+                if pk in canceled
+            )
+            for pk in canceled:
+                transaction.on_commit(partial(_drop_from_redis, str(pk)))
+        count += len(canceled)
+    return count
