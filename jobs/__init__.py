@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .exceptions import JobsError, PermanentError
     from .registry import job_type
-    from .services import cancel_job, get_or_submit, retry_job, submit
+    from .services import cancel_job, get_or_submit, retry_job, submit, submit_many
 
-__all__ = ["job_type", "submit", "get_or_submit", "cancel_job", "retry_job", "PermanentError", "JobsError"]
+__all__ = ["job_type", "submit", "submit_many", "get_or_submit", "cancel_job", "retry_job", "PermanentError", "JobsError"]
 
 # Resolved lazily: importing models while Django loads apps would break app loading.
 _EXPORTS = {
     "job_type": "registry",
     "submit": "services",
+    "submit_many": "services",
     "get_or_submit": "services",
     "cancel_job": "services",
     "retry_job": "services",

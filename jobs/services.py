@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -18,6 +19,7 @@ from . import queues, registry
 from .conf import jobs_settings
 from .exceptions import (
     IdempotencyConflict,
+    InvalidPayload,
     InvalidSubmission,
     JobAlreadyFinished,
     JobNotFound,
@@ -28,6 +30,7 @@ from .exceptions import (
 )
 from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobSchedule, JobStatus
 from .progress import publish_status
+from .registry import JobType
 from .types import PRIORITIES, Priority
 
 logger = logging.getLogger(__name__)
@@ -70,12 +73,7 @@ def get_or_submit(
     schedule: JobSchedule | None = None,
 ) -> tuple[JobLog, bool]:
     """Like submit(); also says whether a job was created (False: an idempotent replay of an earlier one)."""
-    job_type = registry.get(type_name)
-    owner = user if getattr(user, "is_authenticated", False) else None
-    if job_type.staff_only and user is not None and not getattr(user, "is_staff", False):
-        raise JobTypeForbidden(f"Only staff may submit {type_name!r} jobs.")
-    if priority not in PRIORITIES:
-        raise InvalidSubmission(f"Priority must be one of {', '.join(PRIORITIES)}, not {priority!r}.")
+    job_type, owner = _submitter_checks(type_name, user, priority)
     run_at = _resolve_run_at(delay, run_at)
     if idempotency_key is not None and not (isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= 255):
         raise InvalidSubmission("An idempotency key is a non-empty string of at most 255 characters.")
@@ -113,6 +111,71 @@ def get_or_submit(
     # After commit, so a worker never sees a missing row; if Redis is down the reconciler pushes later.
     transaction.on_commit(partial(queues.push, job))
     return job, True
+
+
+def submit_many(
+    type_name: str,
+    payloads: Iterable[Mapping[str, Any] | None],
+    *,
+    user: Any = None,
+    priority: Priority = "normal",
+    delay: float | None = None,
+    run_at: datetime | None = None,
+    batch_size: int = 1000,
+) -> list[JobLog]:
+    """Submit one job of ``type_name`` per payload with a few bulk statements; all or nothing.
+
+    Every payload is validated first: one bad payload raises (its position in the message and in
+    ``InvalidPayload.errors``) and nothing is written. The rows are pushed to rq on commit in pipelined round
+    trips. Idempotency keys are for single submissions; bulk jobs publish no per-job "queued" frames.
+    """
+    job_type, owner = _submitter_checks(type_name, user, priority)
+    run_at = _resolve_run_at(delay, run_at)
+    cleaned: list[dict[str, Any]] = []
+    for index, payload in enumerate(payloads):
+        try:
+            _check_size(payload)
+            cleaned.append(job_type.validate(payload if payload is not None else {}))
+        except InvalidPayload as exc:
+            raise InvalidPayload({str(index): exc.errors}, f"Payload #{index} is invalid: {exc}") from None
+        except InvalidSubmission as exc:
+            raise type(exc)(f"Payload #{index}: {exc}") from None
+    jobs = [
+        JobLog(
+            id=uuid.uuid4(),
+            job_type=type_name,
+            queue=job_type.queue,
+            priority=priority,
+            status=JobStatus.PENDING,
+            payload=payload,
+            max_attempts=job_type.max_attempts,
+            owner=owner,
+            run_at=run_at,
+        )
+        for payload in cleaned
+    ]
+    with transaction.atomic():
+        JobLog.objects.bulk_create(jobs, batch_size=batch_size)
+        JobEvent.objects.bulk_create(
+            (
+                JobEvent(job=job, kind=EventKind.SUBMITTED, status=JobStatus.PENDING, data=_submitted_data(job))
+                for job in jobs
+            ),
+            batch_size=batch_size,
+        )
+    transaction.on_commit(partial(queues.push_many, jobs))
+    return jobs
+
+
+def _submitter_checks(type_name: str, user: Any, priority: Any) -> tuple[JobType, Any]:
+    """The job type, and the owner to record; raises when this user may not submit it at this priority."""
+    job_type = registry.get(type_name)
+    owner = user if getattr(user, "is_authenticated", False) else None
+    if job_type.staff_only and user is not None and not getattr(user, "is_staff", False):
+        raise JobTypeForbidden(f"Only staff may submit {type_name!r} jobs.")
+    if priority not in PRIORITIES:
+        raise InvalidSubmission(f"Priority must be one of {', '.join(PRIORITIES)}, not {priority!r}.")
+    return job_type, owner
 
 
 def _resolve_run_at(delay: float | None, run_at: datetime | None) -> datetime | None:

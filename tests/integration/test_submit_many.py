@@ -1,0 +1,73 @@
+"""submit_many(): bulk submission with the guarantees of submit(), in a few statements and round trips."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+import jobs
+from jobs import reconciler
+from jobs.exceptions import InvalidPayload, JobTypeForbidden, PayloadTooLarge, UnknownJobType
+from jobs.models import EventKind, JobEvent, JobLog, JobStatus
+from jobs.queues import queue_lengths
+from tests.factories import make_user
+
+
+def test_submit_many__queues_every_job_and_all_of_them_run(redis_url, drain, transactional_db):
+    owner = make_user("importer")
+    with CaptureQueriesContext(connection) as queries:
+        submitted = jobs.submit_many("greet", [{"name": f"n{i}"} for i in range(100)], user=owner, priority="high")
+    # Bulk INSERTs (one per batch the database allows: 2 in all on PostgreSQL) and one UPDATE to queued.
+    verbs = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert verbs.count("UPDATE") == 1
+    assert verbs.count("INSERT") <= 12, verbs
+    assert len({job.pk for job in submitted}) == 100
+    assert all(job.status == JobStatus.QUEUED for job in submitted)
+    assert JobLog.objects.filter(status=JobStatus.QUEUED, owner=owner, priority="high").count() == 100
+    assert JobEvent.objects.filter(kind=EventKind.SUBMITTED, job__in=submitted).count() == 100
+    assert queue_lengths("greet")["high"] == 100
+
+    drain(lambda: JobLog.objects.filter(status=JobStatus.SUCCEEDED).count() == 100)
+    assert sorted(JobLog.objects.values_list("result", flat=True)) == sorted(f"Hello n{i}" for i in range(100))
+
+
+def test_submit_many__one_bad_payload_writes_and_enqueues_nothing(redis_url, transactional_db):
+    payloads = [{"name": "ok"}, {"name": "fine"}, {"name": "x" * 50}, {"name": "never reached"}]
+    with pytest.raises(InvalidPayload) as caught:
+        jobs.submit_many("greet", payloads)
+    assert "Payload #2" in str(caught.value)
+    assert "name" in caught.value.errors["2"]
+    assert JobLog.objects.count() == 0 and JobEvent.objects.count() == 0
+    assert sum(queue_lengths("greet").values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("type_name", "payloads", "error"),
+    [
+        ("no-such-type", [{}], UnknownJobType),
+        ("admin-only", [{}], JobTypeForbidden),
+        ("echo", [{"blob": "x" * 2_000_000}], PayloadTooLarge),
+    ],
+)
+def test_submit_many__refusals_match_submit(redis_url, transactional_db, type_name, payloads, error):
+    with pytest.raises(error):
+        jobs.submit_many(type_name, payloads, user=make_user("plain"))
+    assert JobLog.objects.count() == 0
+
+
+def test_submit_many__delayed_and_capped_types_go_one_by_one(redis_url, transactional_db):
+    delayed = jobs.submit_many("echo", [{"n": 1}, {"n": 2}], delay=60)
+    capped = jobs.submit_many("capped", [{}, {}])
+    assert {job.status for job in delayed} == {JobStatus.SCHEDULED}
+    assert {JobLog.objects.get(pk=job.pk).status for job in capped} == {JobStatus.QUEUED}
+
+
+def test_submit_many__redis_down_leaves_rows_pending_for_the_reconciler(own_redis):
+    own_redis.stop()
+    submitted = jobs.submit_many("echo", [{"n": i} for i in range(20)])
+    assert set(JobLog.objects.values_list("status", flat=True)) == {JobStatus.PENDING}
+    own_redis.start()
+    reconciler.reconcile(grace=0)
+    assert JobLog.objects.filter(pk__in=[job.pk for job in submitted], status=JobStatus.QUEUED).count() == 20
+    assert sum(queue_lengths("echo").values()) == 20
