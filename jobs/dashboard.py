@@ -1,0 +1,245 @@
+"""The admin's queues dashboard: a few generic views over jobs.monitoring and jobs.services.
+
+QueueAdmin (jobs/admin.py) mounts them through get_urls(); filters are query parameters (``?queue=deploy``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, JsonResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext_lazy as _
+from django.views.generic import TemplateView, View
+
+from . import registry, services
+from .exceptions import QueueNotFound
+from .models import WAITING_STATUSES, JobLog, JobStatus
+from .monitoring import QueueStats, count_by_priority, get_finished_series, list_queue_stats
+from .types import PRIORITIES
+
+WS_PATH = "/ws/dashboard/"
+POLL_SECONDS = 5
+JOB_ID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"  # replaced by the page's script
+
+
+class DashboardView(View):
+    """Staff reach these through admin_view() (others go to the login page); this checks the permission."""
+
+    model_admin: Any = None
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not self.model_admin.has_view_permission(request):
+            raise PermissionDenied
+        return super().dispatch(request, *args, **kwargs)
+
+    def queue_names(self) -> list[str]:
+        """Every job queue, or the one named by ``?queue=``."""
+        names = sorted({t.queue for t in registry.all_types()})
+        wanted = self.request.GET.get("queue")
+        if wanted:
+            if wanted not in names:
+                raise Http404(_("There is no queue named %(name)r.") % {"name": wanted})
+            return [wanted]
+        return names
+
+    def url(self, name: str, *args: Any) -> str:
+        return reverse(f"{self.model_admin.admin_site.name}:jobs_queue_{name}", args=args)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the page shows, as JSON: the websocket's "queues" frame plus per-priority counts and charts."""
+        names = self.queue_names()
+        stats = [s for s in list_queue_stats() if s["name"] in names]
+        return {
+            "type": "queues",
+            "queues": stats,
+            "at": timezone.now().isoformat(),
+            "priorities": count_by_priority(names),
+            "series": get_finished_series(names),
+        }
+
+
+class QueuesView(DashboardView, TemplateView):
+    template_name = "admin/jobs/queues.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        snapshot = self.snapshot()
+        statuses = [(str(value), str(label)) for value, label in JobStatus.choices]
+        queues = [queue_context(stats, snapshot["priorities"][stats["name"]], statuses) for stats in snapshot["queues"]]
+        site = self.model_admin.admin_site
+        workers = workers_of(snapshot["queues"])
+        for worker in workers:
+            if worker["current_job"]:
+                worker["current_job_url"] = reverse(f"{site.name}:jobs_joblog_change", args=[worker["current_job"]])
+        return {
+            **super().get_context_data(**kwargs),
+            **site.each_context(self.request),
+            "title": _("Queues"),
+            "opts": self.model_admin.opts,
+            "queues": queues,
+            "statuses": statuses,
+            "workers": workers,
+            "series": snapshot["series"],
+            "totals": {
+                span: {"succeeded": sum(data["succeeded"]), "failed": sum(data["failed"])}
+                for span, data in snapshot["series"].items()
+            },
+            "selected_queue": self.request.GET.get("queue", ""),
+            "all_queues": sorted({t.queue for t in registry.all_types()}),
+            "can_operate": self.model_admin.has_operate_permission(self.request),
+            "ws_path": WS_PATH,
+            "poll_seconds": POLL_SECONDS,
+            "data_url": self.url("data") + (f"?{self.request.GET.urlencode()}" if self.request.GET else ""),
+            "jobs_url": reverse(f"{site.name}:jobs_joblog_changelist"),
+            "job_url_template": reverse(f"{site.name}:jobs_joblog_change", args=[JOB_ID_PLACEHOLDER]),
+        }
+
+
+def queue_context(
+    stats: QueueStats, by_priority: dict[str, dict[str, int]], statuses: list[tuple[str, str]]
+) -> dict[str, Any]:
+    rows = [
+        {
+            "priority": priority,
+            "counts": [(status, by_priority[priority][status]) for status, _label in statuses],
+            "waiting_in_redis": stats["waiting_in_redis"].get(priority),
+            "empty": not any(by_priority[priority].values()) and not stats["waiting_in_redis"].get(priority),
+        }
+        for priority in PRIORITIES
+    ]
+    return {
+        "name": stats["name"],
+        "job_types": stats["job_types"],
+        "paused": stats["paused"],
+        "rows": rows,
+        "totals": [(status, stats["counts"].get(status, 0)) for status, _label in statuses],
+        "waiting_in_redis": sum(stats["waiting_in_redis"].values()) if stats["waiting_in_redis"] else None,
+        "throughput": stats["throughput"],
+        "worker_count": len(stats["workers"]),
+        "failed": stats["counts"].get(JobStatus.FAILED, 0),
+        "waiting": sum(stats["counts"].get(s, 0) for s in WAITING_STATUSES),
+    }
+
+
+def workers_of(stats: list[QueueStats]) -> list[dict[str, Any]]:
+    """Each worker once, with the queues (of those shown) it listens to."""
+    workers: dict[str, dict[str, Any]] = {}
+    for queue in stats:
+        for worker in queue["workers"]:
+            entry = workers.setdefault(worker["name"], {**worker, "queues": []})
+            entry["queues"].append(queue["name"])
+    for entry in workers.values():
+        beat = entry.get("last_heartbeat")
+        entry["last_heartbeat_at"] = parse_datetime(beat) if isinstance(beat, str) else None
+    return sorted(workers.values(), key=lambda w: w["name"])
+
+
+class QueuesDataView(DashboardView):
+    """The page's data as JSON, polled every few seconds when the websocket is unavailable."""
+
+    def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse(self.snapshot())
+
+
+@dataclass(frozen=True)
+class QueueAction:
+    service: Any
+    title: Any
+    explanation: Any
+    done: Any
+    dangerous: bool = False
+
+    def count(self, name: str) -> int | None:
+        return None
+
+
+@dataclass(frozen=True)
+class CountedAction(QueueAction):
+    statuses: tuple[str, ...] = ()
+
+    def count(self, name: str) -> int | None:
+        return JobLog.objects.filter(queue=name, status__in=self.statuses).count()
+
+
+ACTIONS: dict[str, QueueAction] = {
+    "pause": QueueAction(
+        service=lambda name, user: services.pause_queue(name),
+        title=_("Pause queue “%(name)s”"),
+        explanation=_(
+            "Workers stop taking jobs from every priority level of this queue. Running jobs finish; new "
+            "submissions still queue up and run once the queue is resumed."
+        ),
+        done=_("Paused queue “%(name)s”."),
+    ),
+    "resume": QueueAction(
+        service=lambda name, user: services.resume_queue(name),
+        title=_("Resume queue “%(name)s”"),
+        explanation=_("Workers take jobs from this queue again."),
+        done=_("Resumed queue “%(name)s”."),
+    ),
+    "requeue-failed": CountedAction(
+        service=lambda name, user: services.requeue_failed(name, user=user),
+        title=_("Requeue the failed jobs of “%(name)s”"),
+        explanation=_(
+            "Every failed job of this queue runs again under the same id, with a fresh budget of attempts. "
+            "Failed jobs now: %(count)s."
+        ),
+        done=_("Requeued %(count)s failed jobs of “%(name)s”."),
+        statuses=(JobStatus.FAILED,),
+    ),
+    "empty": CountedAction(
+        service=lambda name, user: services.empty_queue(name, user=user),
+        title=_("Empty queue “%(name)s”"),
+        explanation=_(
+            "Every job of this queue still waiting (pending, queued or scheduled) is canceled and taken out of "
+            "Redis. Running jobs go on. Waiting jobs now: %(count)s. This cannot be undone, but canceled jobs "
+            "can be retried one by one."
+        ),
+        done=_("Canceled %(count)s waiting jobs of “%(name)s”."),
+        dangerous=True,
+        statuses=WAITING_STATUSES,
+    ),
+}
+
+
+class QueueActionView(DashboardView, TemplateView):
+    """GET: a confirmation page. POST (with the CSRF token, like every admin form): do it."""
+
+    template_name = "admin/jobs/queue_action.html"
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if kwargs["action"] not in ACTIONS or kwargs["name"] not in {t.queue for t in registry.all_types()}:
+            raise Http404(_("No such queue or action."))
+        if not self.model_admin.has_operate_permission(request):
+            raise PermissionDenied
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        name, action = kwargs["name"], ACTIONS[kwargs["action"]]
+        count = action.count(name)
+        values = {"name": name, "count": count}
+        return {
+            **super().get_context_data(**kwargs),
+            **self.model_admin.admin_site.each_context(self.request),
+            "title": action.title % values,
+            "explanation": action.explanation % values,
+            "dangerous": action.dangerous,
+            "opts": self.model_admin.opts,
+            "queue_name": name,
+            "action": kwargs["action"],
+            "dashboard_url": self.url("changelist"),
+        }
+
+    def post(self, request: HttpRequest, name: str, action: str) -> HttpResponse:
+        chosen = ACTIONS[action]
+        try:
+            result = chosen.service(name, request.user)
+        except QueueNotFound as exc:
+            raise Http404(str(exc)) from None
+        messages.success(request, str(chosen.done % {"name": name, "count": result}))
+        return HttpResponseRedirect(f"{self.url('changelist')}#queue-{name}")
