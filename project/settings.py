@@ -146,3 +146,24 @@ LOGGING = {
         "project": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
+
+# ---------------------------------------------------------------------------------------------------------------
+# The demo's job types (project/demo/job_types.py). Settings of the demo, not of the jobs app.
+# ---------------------------------------------------------------------------------------------------------------
+DEMO_PORT = int(os.environ.get("DEMO_PORT", "8000"))  # the port project.run_demo serves on
+
+# ai-generation talks to any OpenAI-compatible chat-completions API. Unset AI_BASE_URL: the demo's own small,
+# deterministic model at /demo-llm/v1 on this very server (project/demo/llm_server.py), so it works offline.
+DEMO_LLM_API_KEY = os.environ.get("DEMO_LLM_API_KEY", "demo-local-key")  # the key the local model accepts
+DEMO_LLM_DELAY = float(os.environ.get("DEMO_LLM_DELAY", "0.03"))  # seconds between streamed words, to watch it
+AI_BASE_URL = os.environ.get("AI_BASE_URL") or f"http://127.0.0.1:{DEMO_PORT}/demo-llm/v1"
+AI_API_KEY = os.environ.get("AI_API_KEY") or ("" if os.environ.get("AI_BASE_URL") else DEMO_LLM_API_KEY)
+AI_MODEL = os.environ.get("AI_MODEL") or "demo-local"
+AI_TIMEOUT = float(os.environ.get("AI_TIMEOUT", "30"))  # seconds to connect, and between two streamed chunks
+
+# deploy: a pause per written file standing in for the upload of a real deploy, so its stages can be watched.
+DEMO_DEPLOY_FILE_DELAY = float(os.environ.get("DEMO_DEPLOY_FILE_DELAY", "0.25"))
+
+# bulk-message: the class that delivers each message (dotted path; see project/demo/senders.py), and its pace.
+DEMO_MESSAGE_SENDER = os.environ.get("DEMO_MESSAGE_SENDER", "project.demo.senders.OutboxSender")
+DEMO_MESSAGES_PER_SECOND = float(os.environ.get("DEMO_MESSAGES_PER_SECOND", "12"))
