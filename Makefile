@@ -14,8 +14,10 @@ STAMP := $(VENV)/.installed-test
 demo: $(STAMP)
 	$(VPY) -m project.run_demo
 
+# The app's suite (tests/), then the demo project's (project/demo/tests/, with the demo's settings).
 test: $(STAMP) $(CHROMIUM)
 	$(VPY) -m pytest
+	$(VPY) -m pytest --ds=project.demo.tests.settings project/demo/tests
 
 install: $(STAMP)
 
