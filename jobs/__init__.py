@@ -9,7 +9,16 @@ if TYPE_CHECKING:
     from .registry import job_type
     from .services import cancel_job, get_or_submit, retry_job, submit, submit_many
 
-__all__ = ["job_type", "submit", "submit_many", "get_or_submit", "cancel_job", "retry_job", "PermanentError", "JobsError"]
+__all__ = [
+    "job_type",
+    "submit",
+    "submit_many",
+    "get_or_submit",
+    "cancel_job",
+    "retry_job",
+    "PermanentError",
+    "JobsError",
+]
 
 # Resolved lazily: importing models while Django loads apps would break app loading.
 _EXPORTS = {

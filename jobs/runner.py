@@ -38,8 +38,10 @@ logger = logging.getLogger(__name__)
 # Set in forked work horses (jobs.worker), where stopping the horse cannot take the worker down with it.
 in_work_horse = False
 
-# The attempt this process is running now (a worker runs one job at a time), for the shutdown timer.
+# The attempt this process is running now (a worker runs one job at a time), for the shutdown timer; a
+# thread-pool worker runs several, all of them in active_watchers by job id.
 current_watcher: AttemptWatcher | None = None
+active_watchers: dict[str, AttemptWatcher] = {}
 
 # rq counts Retry results against Retry.max; the runner keeps its own budget in SQL, so rq's never binds.
 UNBOUNDED_RETRIES = 10**9
@@ -82,7 +84,7 @@ def run_job(job_id: str) -> Any:
 
     ctx = JobContext(job, attempt)
     global current_watcher
-    watcher = current_watcher = AttemptWatcher(ctx, threading.get_ident())
+    watcher = current_watcher = active_watchers[job_id] = AttemptWatcher(ctx, threading.get_ident())
     watcher.start()
     try:
         # The watcher keeps the liveness key fresh until the outcome is written, so a slow final write is
@@ -90,6 +92,7 @@ def run_job(job_id: str) -> Any:
         return _run_attempt(job, job_type, ctx, watcher)
     finally:
         watcher.close()
+        active_watchers.pop(job_id, None)
         if in_work_horse:
             # A work horse leaves with os._exit, taking the publisher thread along: send its frames first.
             flush_published()

@@ -55,7 +55,7 @@ async def close_code(path: str, headers: list[tuple[bytes, bytes]]) -> int | Non
     assert connected, "refusals are sent after accepting, so the client sees the code"
     try:
         output = await communicator.receive_output(timeout=5)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         output = {"type": "nothing"}
     if output["type"] != "websocket.close":
         await communicator.disconnect()

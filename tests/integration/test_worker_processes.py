@@ -24,6 +24,10 @@ def fresh(job: JobLog) -> JobLog:
     return JobLog.objects.get(pk=job.pk)
 
 
+# Worker modes: the forking worker, the in-process one, and the thread pool (--concurrency).
+MODES = {"fork": ("--worker-class", "fork"), "simple": ("--worker-class", "simple"), "thread": ("--concurrency", "4")}
+
+
 def submit_committed(*args, **kwargs) -> JobLog:
     # A real transaction: the job is pushed on commit, as from a view.
     with transaction.atomic():
@@ -75,9 +79,9 @@ def test_concurrency__never_exceeded_with_more_workers_than_the_limit(workers, r
     assert max(seen) == 2  # the cap was reached, and never passed
 
 
-@pytest.mark.parametrize("worker_class", ["fork", "simple"])
+@pytest.mark.parametrize("worker_class", ["fork", "simple", "thread"])
 def test_cancel__cooperative_handler_stops(worker_class, workers, redis_conn):
-    workers.start("--worker-class", worker_class)
+    workers.start(*MODES[worker_class])
     job = submit_committed("cooperative", {"steps": 400})
     wait_for(lambda: recorded(redis_conn, f"started:{job.id}"), what="the job to start")
     cancel_job(fresh(job))
@@ -90,9 +94,9 @@ def test_cancel__cooperative_handler_stops(worker_class, workers, redis_conn):
     assert kinds[-2:] == [EventKind.CANCEL_REQUESTED, EventKind.CANCELED]
 
 
-@pytest.mark.parametrize("worker_class", ["fork", "simple"])
+@pytest.mark.parametrize("worker_class", ["fork", "simple", "thread"])
 def test_cancel__handler_ignoring_cancel_is_interrupted(worker_class, workers, redis_conn):
-    proc = workers.start("--worker-class", worker_class)
+    proc = workers.start(*MODES[worker_class])
     job = submit_committed("stubborn", {"seconds": 30})
     wait_for(lambda: recorded(redis_conn, f"started:{job.id}"), what="the job to start")
     cancel_job(fresh(job))
@@ -132,9 +136,9 @@ def test_cancel__blocked_handler_has_its_work_horse_stopped(workers, redis_conn)
     assert proc.poll() is None
 
 
-@pytest.mark.parametrize("worker_class", ["fork", "simple"])
+@pytest.mark.parametrize("worker_class", ["fork", "simple", "thread"])
 def test_sigterm__job_finishing_within_grace_completes(worker_class, workers, redis_conn, settings):
-    proc = workers.start("--worker-class", worker_class)
+    proc = workers.start(*MODES[worker_class])
     job = submit_committed("cooperative", {"steps": 20})  # about 1 s of work
     wait_for(lambda: recorded(redis_conn, f"started:{job.id}"), what="the job to start")
     proc.send_signal(signal.SIGTERM)
@@ -143,11 +147,11 @@ def test_sigterm__job_finishing_within_grace_completes(worker_class, workers, re
     assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
 
 
-@pytest.mark.parametrize("worker_class", ["fork", "simple"])
+@pytest.mark.parametrize("worker_class", ["fork", "simple", "thread"])
 def test_sigterm__job_outliving_grace_goes_back_to_queue_and_runs_later(worker_class, workers, redis_conn):
     # SHUTDOWN_GRACE is 30 s by default; the stubborn handler wants 60 s. Override for this worker only.
     workers.extra_env = {"JOBS_TEST_SHUTDOWN_GRACE": "1"}
-    proc = workers.start("--worker-class", worker_class)
+    proc = workers.start(*MODES[worker_class])
     job = submit_committed("stubborn", {"seconds": 4})
     wait_for(lambda: recorded(redis_conn, f"started:{job.id}"), what="the job to start")
     proc.send_signal(signal.SIGTERM)
@@ -159,6 +163,6 @@ def test_sigterm__job_outliving_grace_goes_back_to_queue_and_runs_later(worker_c
     assert not job.events.filter(kind__in=[EventKind.FAILED, EventKind.RETRY_SCHEDULED]).exists()
 
     workers.extra_env = {}
-    workers.start("--worker-class", worker_class)
+    workers.start(*MODES[worker_class])
     wait_for(lambda: fresh(job).status == JobStatus.SUCCEEDED, timeout=30, what="the requeued job")
     assert fresh(job).attempts == 1

@@ -182,3 +182,13 @@ def stages(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
             ctx.progress(100 * done // (steps * len(STAGES)), f"{stage} {step + 1}/{steps}", stage=stage, step=done)
             time.sleep(pause)
     return {"stages": list(STAGES), "steps": done}
+
+
+@job_type("spinner", timeout=1, max_attempts=2, backoff=(0, 0))
+def spinner(ctx: Any, payload: dict[str, Any]) -> str:
+    """Runs Python code (short sleeps) far past its 1 s timeout: a thread-pool worker can interrupt it."""
+    record(f"attempts:{ctx.job_id}", ctx.attempt)
+    deadline = time.time() + payload.get("seconds", 30)
+    while time.time() < deadline:
+        time.sleep(0.01)
+    return "never"

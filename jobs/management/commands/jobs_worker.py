@@ -25,6 +25,12 @@ class Command(BaseCommand):
             default="fork",
             help=f"One of {', '.join(WORKER_CLASSES)} or the dotted path of an rq worker class (default: fork).",
         )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=1,
+            help="Jobs run at once by this process, on a thread pool (default 1: one at a time).",
+        )
         parser.add_argument("--name", default=None, help="Worker name (default: rq's, from host and pid).")
         parser.add_argument("--burst", action="store_true", help="Stop once the queues are empty.")
         parser.add_argument("--max-jobs", type=int, default=None, help="Stop after this many jobs.")
@@ -46,6 +52,7 @@ class Command(BaseCommand):
                 with_scheduler=not options["without_scheduler"],
                 max_jobs=options["max_jobs"],
                 logging_level=options["logging_level"],
+                concurrency=options["concurrency"],
             )
         except JobsError as exc:
             raise CommandError(str(exc)) from None

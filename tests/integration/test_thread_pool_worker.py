@@ -1,0 +1,103 @@
+"""The thread-pool worker (jobs_worker --concurrency N): many jobs at once in one process, same guarantees."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import transaction
+
+from jobs import submit, submit_many
+from jobs.models import EventKind, JobLog, JobStatus
+from jobs.reconciler import reconcile
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def fresh(job: JobLog) -> JobLog:
+    return JobLog.objects.get(pk=job.pk)
+
+
+def most_at_once(jobs: list[JobLog]) -> int:
+    """The largest number of these jobs that were running at the same moment (from their SQL timestamps)."""
+    rows = [fresh(job) for job in jobs]
+    edges = sorted([(row.started_at, 1) for row in rows] + [(row.finished_at, -1) for row in rows])
+    running = best = 0
+    for _at, step in edges:
+        running += step
+        best = max(best, running)
+    return best
+
+
+def test_thread_pool__runs_jobs_at_the_same_time_in_one_process(workers):
+    proc = workers.start("--concurrency", "6", "--queues", "cooperative")
+    jobs = [submit("cooperative", {"steps": 20}) for _ in range(6)]  # about 1 s each
+    wait_for(lambda: all(fresh(job).is_finished for job in jobs), timeout=30, what="all jobs")
+    assert {fresh(job).status for job in jobs} == {JobStatus.SUCCEEDED}, workers.output()
+    assert most_at_once(jobs) >= 4
+    assert {fresh(job).worker_name for job in jobs} == {fresh(jobs[0]).worker_name}  # one worker did them all
+    assert proc.poll() is None
+
+
+def test_thread_pool__many_short_jobs_with_database_writes_all_succeed_once(workers):
+    workers.start("--concurrency", "8", "--queues", "echo")
+    jobs = submit_many("echo", [{"n": i} for i in range(80)])
+    wait_for(lambda: JobLog.objects.filter(status=JobStatus.SUCCEEDED).count() == 80, timeout=60, what="80 jobs")
+    rows = JobLog.objects.filter(pk__in=[job.pk for job in jobs])
+    assert {row.attempts for row in rows} == {1}
+    assert sorted(row.result["echo"]["n"] for row in rows) == list(range(80))
+    assert {row.progress_percent for row in rows} == {100}
+
+
+def test_thread_pool__timeout_interrupts_a_job_in_its_thread(workers, redis_conn):
+    proc = workers.start("--concurrency", "4")
+    job = submit("spinner", {"seconds": 30})
+    wait_for(lambda: fresh(job).is_finished, timeout=20, what="the spinner to time out twice")
+    job.refresh_from_db()
+    assert (job.status, job.error_type, job.attempts) == (JobStatus.FAILED, "JobTimeout", 2), workers.output()
+    assert job.events.filter(kind=EventKind.RETRY_SCHEDULED, data__error_type="JobTimeout").count() == 1
+    after = submit("echo", {})
+    wait_for(lambda: fresh(after).status == JobStatus.SUCCEEDED, what="the next job")
+    assert proc.poll() is None
+
+
+def test_thread_pool__killed_worker_loses_no_job(workers):
+    victim = workers.start("--concurrency", "4", "--queues", "cooperative")
+    with transaction.atomic():
+        jobs = [submit("cooperative", {"steps": 400}) for _ in range(3)]  # 20 s each: still running when killed
+    wait_for(lambda: all(fresh(job).status == JobStatus.RUNNING for job in jobs), what="three jobs running")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    time.sleep(1.6)  # the liveness keys (3 x 0.5 s beats in the test settings) lapse
+    report = reconcile(grace=0, confirm_after=0.6)
+    assert sorted(report.recovered_running) == sorted(str(job.id) for job in jobs)
+
+    for job in jobs:  # shorter now, so the retries finish soon
+        JobLog.objects.filter(pk=job.pk).update(payload={"steps": 10})
+    workers.start("--concurrency", "4", "--queues", "cooperative")
+
+    def all_succeeded() -> bool:
+        # The retries wait out their backoff in rq's scheduled registry, whose scheduler lock the killed worker
+        # held; the reconciler (every 15 s under jobs_scheduler) releases overdue ones, as it does here.
+        reconcile(grace=0.5)
+        return all(fresh(job).status == JobStatus.SUCCEEDED for job in jobs)
+
+    wait_for(all_succeeded, timeout=40, interval=0.5, what="the retries")
+    assert {fresh(job).attempts for job in jobs} == {2}
+    assert all(fresh(job).events.get(kind=EventKind.RETRY_SCHEDULED).data["error_type"] == "WorkerLost" for job in jobs)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--concurrency", "0"], "--concurrency must be 1 or more"),
+        (["--concurrency", "3", "--worker-class", "simple"], "cannot be used with 'simple'"),
+    ],
+)
+def test_jobs_worker__bad_concurrency_is_refused(redis_url, options, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("jobs_worker", "--burst", *options)
