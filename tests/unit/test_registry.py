@@ -172,6 +172,8 @@ def test_checks__fail_manage_py_check(throwaway):
         ({"REDIS_URL": "localhost:6379"}, "jobs.E002"),
         ({"DEFAULT_MAX_ATTEMPTS": 0}, "jobs.E003"),
         ({"CANCEL_GRACE": -1}, "jobs.E004"),
+        ({"PROGRESS_PUBLISH_INTERVAL": "often"}, "jobs.E004"),
+        ({"DASHBOARD_INTERVAL": -2}, "jobs.E004"),
         ({"DEFAULT_BACKOFF": (5,)}, "jobs.E014"),
     ],
 )
@@ -183,6 +185,13 @@ def test_checks__bad_settings_reported(jobs, check_id, settings):
 def test_checks__good_settings_pass(settings):
     settings.JOBS = {"REDIS_URL": "redis://127.0.0.1:6379/0", "DEFAULT_BACKOFF": [1, 60], "CANCEL_GRACE": 0}
     assert check_settings(None) == []
+
+
+def test_checks__missing_channel_layers_warns_that_live_progress_is_off(settings):
+    del settings.CHANNEL_LAYERS
+    messages = check_settings(None)
+    assert check_ids(messages) == {"jobs.W001"}
+    assert "live progress over websockets is off" in messages[0].msg and "JobsChannelLayer" in messages[0].hint
 
 
 def test_queue_names__strict_priority_order(settings):
