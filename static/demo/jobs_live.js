@@ -7,9 +7,12 @@
   var BUSY_INTERVAL = 2000;  // while a listed job is still waiting or running
   var IDLE_INTERVAL = 10000; // otherwise: only new jobs can change the table
 
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
   function stamp(iso) {
-    // The server renders "Y-m-d H:i:s" in the site's time zone; the API's ISO strings are in that zone too.
-    return iso ? iso.slice(0, 19).replace("T", " ") : "\u2014";
+    // Like the server's "M j, H:i:s", in the site's time zone: the API's ISO strings are in that zone too.
+    if (!iso) { return "\u2014"; }
+    return MONTHS[parseInt(iso.slice(5, 7), 10) - 1] + " " + parseInt(iso.slice(8, 10), 10) + ", " + iso.slice(11, 19);
   }
 
   function cell(row, name) {
