@@ -73,13 +73,20 @@ def run_job(job_id: str) -> Any:
     now = timezone.now()
     with transaction.atomic():
         # Conditional on the status we read: a cancel that lands in between wins.
+        # Per-item failures belong to one attempt: a new attempt works through every item again.
         if not JobLog.objects.filter(pk=job.pk, status=job.status).update(
-            status=JobStatus.RUNNING, attempts=attempt, started_at=now, worker_name=_worker_name()
+            status=JobStatus.RUNNING,
+            attempts=attempt,
+            started_at=now,
+            worker_name=_worker_name(),
+            failed_items=[],
+            failed_items_count=0,
         ):
             logger.info("Job %s changed while starting; not running it.", job_id)
             return None
         JobEvent.objects.create(job=job, kind=EventKind.STARTED, status=JobStatus.RUNNING, attempt=attempt)
     job.status, job.attempts, job.started_at = JobStatus.RUNNING, attempt, now
+    job.failed_items, job.failed_items_count = [], 0
     publish_status(job)
 
     ctx = JobContext(job, attempt)

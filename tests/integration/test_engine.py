@@ -145,6 +145,16 @@ def test_partial_results__failed_items_recorded(redis_url, drain, django_capture
     ]
 
 
+def test_partial_results__a_retry_starts_with_no_failed_items(redis_url, drain, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = submit("partial-flaky", {"rows": ["a@x.org", "nope", "bad"]})
+    drain(lambda: finished(job))
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result) == (JobStatus.SUCCEEDED, 2, {"imported": 1})
+    # The items of the failed first attempt are not counted again by the second.
+    assert job.failed_items_count == 2 and [f["item"] for f in job.failed_items] == ["nope", "bad"]
+
+
 def test_priority__critical_runs_before_normal_and_low(
     redis_url, redis_conn, drain, django_capture_on_commit_callbacks
 ):

@@ -192,3 +192,12 @@ def spinner(ctx: Any, payload: dict[str, Any]) -> str:
     while time.time() < deadline:
         time.sleep(0.01)
     return "never"
+
+
+@job_type("partial-flaky", max_attempts=2, backoff=(0, 0))
+def partial_flaky(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
+    """Records its bad rows, then fails its first attempt after them; the second attempt goes through."""
+    result = partial(ctx, payload)
+    if ctx.attempt == 1:
+        raise ConnectionError("lost the connection after the rows")
+    return result
