@@ -166,7 +166,9 @@ def latency(system: System, samples: int, warmup: int, first_timeout: float, tim
 
     Latency = the handler's time.time() at its first line minus time.time() just before the submit call. Between
     samples the driver waits a random 10-50 ms, so the worker has finished the previous job and sits idle, and
-    polling workers are not caught in phase with their poll interval.
+    polling workers are not caught in phase with their poll interval. A ping whose handler has not started within
+    ``timeout`` seconds is counted as lost and the next one is sent (a late start of it is ignored). Warm-up pings
+    go on until one has started (the first may wait ``first_timeout`` for the worker to come up).
     """
     from redis import Redis
 
@@ -176,26 +178,42 @@ def latency(system: System, samples: int, warmup: int, first_timeout: float, tim
     rng = random.Random(1)
     latencies: list[float] = []
     submit_calls: list[float] = []
-    for seq in range(warmup + samples):
+    lost = warm_lost = 0
+    seq = warm_ok = 0
+    while warm_ok < warmup or len(latencies) + lost < samples:
+        warming = warm_ok < warmup
+        if warming and warm_lost > 5:
+            return {"error": f"no warm-up ping started (last: {seq - 1})", "latencies": latencies}
         t0 = time.time()
         system.send("ping", 0, seq)
         t1 = time.time()
-        wait_until = time.monotonic() + (first_timeout if seq == 0 else timeout)
-        while True:
-            left = wait_until - time.monotonic()
-            if left <= 0:
-                return {"error": f"no handler start for ping {seq} within the timeout", "latencies": latencies}
-            item = conn.blpop([LATENCY], timeout=1)
-            if item is None:
-                continue
-            got_seq, started = item[1].decode().split()
-            if int(got_seq) == seq:
-                break
-        if seq >= warmup:
-            latencies.append(float(started) - t0)
+        started = wait_for_start(conn, LATENCY, seq, first_timeout if seq == 0 else timeout)
+        if warming:
+            warm_ok += started is not None
+            warm_lost += started is None
+        elif started is None:
+            lost += 1
+        else:
+            latencies.append(started - t0)
             submit_calls.append(t1 - t0)
+        seq += 1
         time.sleep(rng.uniform(0.01, 0.05))
-    return {"latencies": latencies, "submit_calls": submit_calls}
+    return {"latencies": latencies, "submit_calls": submit_calls, "lost": lost, "timeout": timeout}
+
+
+def wait_for_start(conn: Any, key: str, seq: int, timeout: float) -> float | None:
+    """The start time the handler of ping ``seq`` reported, or None if it did not start within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        item = conn.blpop([key], timeout=min(1.0, max(0.01, left)))
+        if item is None:
+            continue
+        got_seq, started = item[1].decode().split()
+        if int(got_seq) == seq:
+            return float(started)
 
 
 def main() -> int:
@@ -209,7 +227,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--first-timeout", type=float, default=120.0)
-    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args()
     system = SYSTEMS[args.system]()
     if args.action == "enqueue":
