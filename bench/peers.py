@@ -593,7 +593,7 @@ class Bench:
         procs = [self.procs.start(f"{system}-{config.key}-{i}", argv, env) for i, argv in enumerate(spec.argvs)]
         samples: list[tuple[float, int, float, float]] = []  # time, done, worker CPU s, redis-server CPU s
         polls = 0
-        timeout = 90 + n / (10 if config.kind == "sleep" else 40)
+        timeout = 120 + n / (5 if config.kind == "sleep" else 10)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -655,7 +655,7 @@ class Bench:
             self.driver(system, "latency", "--samples", "0", "--warmup", "1", "--first-timeout", "120")
             time.sleep(1.0)  # at rest: started, one job run, idle
             memory = tree_memory(procs)
-            out = self.driver(system, "latency", "--samples", str(samples), "--warmup", "5", "--first-timeout", "5")
+            out = self.driver(system, "latency", "--samples", str(samples), "--warmup", "5", "--first-timeout", "2")
         finally:
             self.procs.stop(procs)
         # A lost sample (its handler never started within the driver's timeout) counts as that timeout.
@@ -813,7 +813,7 @@ def run(bench: Bench) -> Measured:
             log(
                 f"{system:>9} latency p50 {lat['p50']:.2f} ms  p95 {lat['p95']:.2f} ms  p99 {lat['p99']:.2f} ms"
                 f"  RSS at rest {lat['memory']['rss_mb']:.0f} MB"
-                + (f"  LOST {lat['lost']} (counted as 5 s)" if lat["lost"] else "")
+                + (f"  LOST {lat['lost']} (counted as 2 s)" if lat["lost"] else "")
             )
     return m
 
@@ -837,7 +837,7 @@ def report(bench: Bench, m: Measured) -> None:
         ("lat-p50", "latency submit->handler start p50, ms", False, "{:.2f}".format),
         ("lat-p95", "latency p95, ms", False, "{:.2f}".format),
         ("lat-p99", "latency p99, ms", False, "{:.2f}".format),
-        ("lat-lost", "latency samples not started within 5 s", False, "{:.0f}".format),
+        ("lat-lost", "latency samples not started within 2 s", False, "{:.0f}".format),
         ("submit-p50", "submit call alone p50, ms", False, "{:.2f}".format),
         ("procs-rest", "worker processes (1-process configuration)", False, "{:.0f}".format),
         ("rss-rest", "worker RSS at rest, MB", False, "{:.0f}".format),

@@ -227,7 +227,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--first-timeout", type=float, default=120.0)
-    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--timeout", type=float, default=2.0)
     args = parser.parse_args()
     system = SYSTEMS[args.system]()
     if args.action == "enqueue":
