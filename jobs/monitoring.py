@@ -39,21 +39,34 @@ class Health(TypedDict):
     oldest_waiting_seconds: float | None
 
 
-def list_queue_stats() -> list[QueueStats]:
-    """Per job queue: counts by status (SQL), paused state, Redis lengths, workers and throughput."""
+def list_queue_stats(*, by_priority: dict[str, dict[str, dict[str, int]]] | None = None) -> list[QueueStats]:
+    """Per job queue: counts by status (SQL), paused state, Redis lengths, workers and throughput.
+
+    ``by_priority`` (what count_by_priority() answered for every queue) saves counting the table a second time.
+    """
     types_by_queue: dict[str, list[str]] = {}
     for job_type in registry.all_types():
         types_by_queue.setdefault(job_type.queue, []).append(job_type.name)
     counts: dict[str, dict[str, int]] = {name: dict.fromkeys(JobStatus.values, 0) for name in types_by_queue}
-    for row in JobLog.objects.filter(queue__in=types_by_queue).values("queue", "status").annotate(n=Count("id")):
-        counts[row["queue"]][row["status"]] = row["n"]
+    if by_priority is not None:
+        for name, levels in by_priority.items():
+            for level in levels.values():
+                for status, n in level.items():
+                    if name in counts:
+                        counts[name][status] += n
+    else:
+        # COUNT(*), not COUNT(id): every column it needs is in the (queue, status, priority) index, read alone.
+        rows = JobLog.objects.filter(queue__in=types_by_queue).values("queue", "status").annotate(n=Count("*"))
+        for row in rows:
+            counts[row["queue"]][row["status"]] = row["n"]
     now = timezone.now()
     throughput: dict[str, dict[str, int]] = {name: {"last_minute": 0, "last_hour": 0} for name in types_by_queue}
     finished = JobLog.objects.filter(
         queue__in=types_by_queue, status__in=TERMINAL_STATUSES, finished_at__gte=now - timedelta(hours=1)
     )
     for done in finished.values("queue").annotate(
-        last_hour=Count("id"), last_minute=Count("id", filter=Q(finished_at__gte=now - timedelta(minutes=1)))
+        last_hour=Count("finished_at"),
+        last_minute=Count("finished_at", filter=Q(finished_at__gte=now - timedelta(minutes=1))),
     ):
         throughput[done["queue"]] = {"last_minute": done["last_minute"], "last_hour": done["last_hour"]}
     try:
@@ -83,7 +96,8 @@ def count_by_priority(queue_names: Iterable[str]) -> dict[str, dict[str, dict[st
     counts: dict[str, dict[str, dict[str, int]]] = {
         name: {p: dict.fromkeys(JobStatus.values, 0) for p in PRIORITIES} for name in names
     }
-    rows = JobLog.objects.filter(queue__in=names).values("queue", "priority", "status").annotate(n=Count("id"))
+    # In the order of the (queue, status, priority) index, and COUNT(*): an index-only scan, grouped as it reads.
+    rows = JobLog.objects.filter(queue__in=names).values("queue", "status", "priority").annotate(n=Count("*"))
     for row in rows.order_by():
         if row["priority"] in counts[row["queue"]]:
             counts[row["queue"]][row["priority"]][row["status"]] = row["n"]
@@ -117,7 +131,7 @@ def _finished_series(names: list[str], last: datetime, step: timedelta, buckets:
         )
         .annotate(bucket=trunc("finished_at", tzinfo=UTC))
         .values("bucket", "status")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
         .order_by()
     )
     series: FinishedSeries = {
