@@ -14,6 +14,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, Ht
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.views.generic import TemplateView, View
 
@@ -54,12 +57,14 @@ class DashboardView(View):
     def snapshot(self) -> dict[str, Any]:
         """What the page shows, as JSON: the websocket's "queues" frame plus per-priority counts and charts."""
         names = self.queue_names()
-        stats = [s for s in list_queue_stats() if s["name"] in names]
+        # One pass over the (queue, status, priority) index serves both; queues not shown are not counted.
+        by_priority = count_by_priority(names)
+        stats = [s for s in list_queue_stats(by_priority=by_priority) if s["name"] in names]
         return {
             "type": "queues",
             "queues": stats,
             "at": timezone.now().isoformat(),
-            "priorities": count_by_priority(names),
+            "priorities": by_priority,
             "series": get_finished_series(names),
         }
 
@@ -70,8 +75,12 @@ class QueuesView(DashboardView, TemplateView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         snapshot = self.snapshot()
         statuses = [(str(value), str(label)) for value, label in JobStatus.choices]
-        queues = [queue_context(stats, snapshot["priorities"][stats["name"]], statuses) for stats in snapshot["queues"]]
         site = self.model_admin.admin_site
+        jobs_url = reverse(f"{site.name}:jobs_joblog_changelist")
+        queues = [
+            queue_context(stats, snapshot["priorities"][stats["name"]], statuses, jobs_url)
+            for stats in snapshot["queues"]
+        ]
         workers = workers_of(snapshot["queues"])
         for worker in workers:
             if worker["current_job"]:
@@ -95,35 +104,46 @@ class QueuesView(DashboardView, TemplateView):
             "ws_path": WS_PATH,
             "poll_seconds": POLL_SECONDS,
             "data_url": self.url("data") + (f"?{self.request.GET.urlencode()}" if self.request.GET else ""),
-            "jobs_url": reverse(f"{site.name}:jobs_joblog_changelist"),
+            "jobs_url": jobs_url,
             "job_url_template": reverse(f"{site.name}:jobs_joblog_change", args=[JOB_ID_PLACEHOLDER]),
         }
 
 
 def queue_context(
-    stats: QueueStats, by_priority: dict[str, dict[str, int]], statuses: list[tuple[str, str]]
+    stats: QueueStats, by_priority: dict[str, dict[str, int]], statuses: list[tuple[str, str]], jobs_url: str
 ) -> dict[str, Any]:
+    name = stats["name"]
     rows = [
         {
             "priority": priority,
-            "counts": [(status, by_priority[priority][status]) for status, _label in statuses],
+            "cells": [count_cell(jobs_url, name, priority, s, by_priority[priority][s]) for s, _label in statuses],
             "waiting_in_redis": stats["waiting_in_redis"].get(priority),
             "empty": not any(by_priority[priority].values()) and not stats["waiting_in_redis"].get(priority),
         }
         for priority in PRIORITIES
     ]
     return {
-        "name": stats["name"],
+        "name": name,
         "job_types": stats["job_types"],
         "paused": stats["paused"],
         "rows": rows,
-        "totals": [(status, stats["counts"].get(status, 0)) for status, _label in statuses],
+        "total_cells": [count_cell(jobs_url, name, "all", s, stats["counts"].get(s, 0)) for s, _label in statuses],
         "waiting_in_redis": sum(stats["waiting_in_redis"].values()) if stats["waiting_in_redis"] else None,
         "throughput": stats["throughput"],
         "worker_count": len(stats["workers"]),
-        "failed": stats["counts"].get(JobStatus.FAILED, 0),
-        "waiting": sum(stats["counts"].get(s, 0) for s in WAITING_STATUSES),
     }
+
+
+def count_cell(jobs_url: str, queue: str, priority: str, status: str, count: int) -> SafeString:
+    """One count of the queue tables: a link to those jobs in the job list. Built here, not in the template: a
+    page has hundreds of them, and the template language would be most of the page's cost."""
+    key = f"{queue}:{priority}:{status}"
+    if not count:
+        return format_html('<td class="jobs-num" data-count="{}"><span class="jobs-zero">0</span></td>', key)
+    query = {"queue": queue, **({"priority": priority} if priority != "all" else {}), "status__exact": status}
+    return format_html(
+        '<td class="jobs-num" data-count="{}"><a href="{}?{}">{}</a></td>', key, jobs_url, urlencode(query), count
+    )
 
 
 def workers_of(stats: list[QueueStats]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from jobs import submit
 from jobs.models import EventKind, JobEvent, JobLog, JobStatus
-from jobs.monitoring import get_finished_series, list_queue_stats
+from jobs.monitoring import count_by_priority, get_finished_series, list_queue_stats
 from jobs.services import empty_queue
 from tests.conftest import wait_for
 from tests.factories import make_job, make_user
@@ -216,3 +216,14 @@ def test_finished_series__buckets_per_minute_and_hour():
     assert day["start"] == "2026-05-03T13:00:00+00:00" and day["step_seconds"] == 3600
     assert day["succeeded"][-1] == 2 and day["failed"][-2] == 1 and day["failed"][-3] == 1
     assert sum(day["succeeded"]) == 2 and sum(day["failed"]) == 2
+
+
+def test_list_queue_stats__from_priority_counts_matches_counting_again(redis_url):
+    make_job(status=JobStatus.QUEUED, priority="high")
+    make_job(status=JobStatus.SUCCEEDED)
+    failed_job(priority="low")
+    make_job(job_type="gone", queue="gone", status=JobStatus.FAILED)  # a queue no type serves any more
+    names = [s["name"] for s in list_queue_stats()]
+    by_priority = count_by_priority(names)
+    assert by_priority["echo"]["high"]["queued"] == 1 and by_priority["permanent"]["low"]["failed"] == 1
+    assert [s["counts"] for s in list_queue_stats(by_priority=by_priority)] == [s["counts"] for s in list_queue_stats()]
