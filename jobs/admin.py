@@ -113,6 +113,16 @@ def progress_bar(job: JobLog) -> SafeString:
     )
 
 
+def compact_time(moment: datetime | None) -> SafeString | str:
+    """A moment short enough for a list beside the admin's sidebars (today: the time alone); the title has it all."""
+    if moment is None:
+        return "—"
+    local = timezone.localtime(moment)
+    full = f"{local:%Y-%m-%d %H:%M:%S}"
+    short = full[11:] if local.date() == timezone.localdate() else f"{local:%b %d, %H:%M}"
+    return format_html('<time datetime="{}" title="{}">{}</time>', local.isoformat(), full, short)
+
+
 def id_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     """The ids starting with ``term`` (a whole id, or its first hex digits) as an indexed range; else None."""
     digits = term.replace("-", "").lower()
@@ -300,12 +310,8 @@ class JobLogAdmin(JobLogAdminBase):
         return progress_bar(job)
 
     @admin.display(description=_("created"), ordering="created_at")
-    def created(self, job: JobLog) -> SafeString:
-        local = timezone.localtime(job.created_at)
-        # Compact, so that the list fits beside the admin's sidebars; the title has the whole moment.
-        full = f"{local:%Y-%m-%d %H:%M:%S}"
-        short = full[11:] if local.date() == timezone.localdate() else f"{local:%b %d, %H:%M}"
-        return format_html('<time datetime="{}" title="{}">{}</time>', local.isoformat(), full, short)
+    def created(self, job: JobLog) -> SafeString | str:
+        return compact_time(job.created_at)
 
     @admin.display(description=_("duration"))
     def duration(self, job: JobLog) -> str:
@@ -784,7 +790,7 @@ def flat_errors(problems: Any, prefix: str = "") -> Iterable[str]:
 @admin.register(JobSchedule)
 class JobScheduleAdmin(JobScheduleAdminBase):
     form = JobScheduleForm
-    list_display = ("name", "job_type", "timing", "enabled", "next_run_at", "last_run_at", "last_job_link")
+    list_display = ("name", "job_type", "timing", "enabled", "next_run", "last_run", "last_job_link")
     list_filter = ("enabled", "kind", "job_type")
     search_fields = ("name", "job_type")
     list_select_related = ("last_job",)
@@ -820,6 +826,14 @@ class JobScheduleAdmin(JobScheduleAdminBase):
     @admin.display(description=_("timing"))
     def timing(self, schedule: JobSchedule) -> str:
         return describe_timing(schedule) or "—"
+
+    @admin.display(description=_("next run"), ordering="next_run_at")
+    def next_run(self, schedule: JobSchedule) -> SafeString | str:
+        return compact_time(schedule.next_run_at)
+
+    @admin.display(description=_("last run"), ordering="last_run_at")
+    def last_run(self, schedule: JobSchedule) -> SafeString | str:
+        return compact_time(schedule.last_run_at)
 
     @admin.display(description=_("in words"))
     def timing_in_words(self, schedule: JobSchedule) -> SafeString:
