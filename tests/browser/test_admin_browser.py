@@ -179,7 +179,7 @@ def test_queues_page__requeue_failed_asks_for_confirmation(page: Any, demo_site:
     wait_for_job(page, failed, "failed")  # the file is still missing: it fails again, under the same id
 
 
-def test_retry_a_failed_job_and_watch_it_succeed(page: Any, demo_site: DemoSite) -> None:
+def test_job_detail__retry_a_failed_job_and_watch_it_succeed(page: Any, demo_site: DemoSite) -> None:
     admin_login(page, demo_site)
     name = f"{uuid.uuid4()}.csv"
     job_id = submit(page, "csv-stats", {"file": f"uploads/{name}"})
