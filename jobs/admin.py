@@ -758,6 +758,8 @@ class JobScheduleForm(JobScheduleFormBase):
         data = {("type" if name == "job_type" else name): cleaned.get(name) for name in (*names, "overlap")}
         if data["cron"] is None:
             data["cron"] = ""
+        if data["payload"] is None:  # an empty textarea: no payload
+            data["payload"] = {}
         # partial: the form checks the name (and its uniqueness) itself.
         serializer = ScheduleSerializer(instance=self.instance if self.instance.pk else None, data=data, partial=True)
         if not serializer.is_valid():

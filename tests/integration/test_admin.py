@@ -465,6 +465,12 @@ def test_schedule_form__creates_with_next_run_and_owner(root):
     assert schedule.payload == {"name": "Ada", "times": 1}  # the serializer's defaults are stored
 
 
+def test_schedule_form__empty_payload_is_an_empty_object(root):
+    response = login(root).post(reverse("admin:jobs_jobschedule_add"), schedule_form(job_type="echo", payload=""))
+    assert response.status_code == 302
+    assert JobSchedule.objects.get(name="every five").payload == {}
+
+
 def test_schedule_form__bad_cron_refused_with_a_clear_error(root):
     response = login(root).post(reverse("admin:jobs_jobschedule_add"), schedule_form(cron="61 * * * *"))
     assert response.status_code == 200
