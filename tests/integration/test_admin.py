@@ -6,7 +6,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -17,30 +16,11 @@ from jobs import submit
 from jobs.admin import EstimatedCountPaginator, id_range
 from jobs.models import EventKind, JobEvent, JobLog, JobSchedule, JobStatus
 from tests.factories import make_job, make_user
+from tests.integration.admin_support import failed_job, fresh, grant, login, messages_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHANGELIST = "admin:jobs_joblog_changelist"
-
-
-def grant(user, *codenames):
-    for codename in codenames:
-        user.user_permissions.add(Permission.objects.get(content_type__app_label="jobs", codename=codename))
-    return user
-
-
-def login(user, *, csrf_checks=False) -> Client:
-    client = Client(enforce_csrf_checks=csrf_checks)
-    client.force_login(user)
-    return client
-
-
-def fresh(job: JobLog) -> JobLog:
-    return JobLog.objects.get(pk=job.pk)
-
-
-def messages_of(response) -> list[str]:
-    return [str(m) for m in response.context["messages"]] if response.context else []
 
 
 @pytest.fixture
@@ -63,21 +43,6 @@ def operator():
 @pytest.fixture
 def civilian():
     return make_user("civilian")
-
-
-def failed_job(**fields) -> JobLog:
-    return make_job(
-        job_type="permanent",
-        queue="permanent",
-        status=JobStatus.FAILED,
-        attempts=1,
-        error_type="PermanentError",
-        error_message="the input can never work",
-        traceback='Traceback (most recent call last):\n  File "x.py", line 1\nPermanentError: the input can never work',
-        started_at=timezone.now() - timedelta(seconds=3),
-        finished_at=timezone.now(),
-        **fields,
-    )
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from jobs.monitoring import count_by_priority, get_finished_series, list_queue_s
 from jobs.services import empty_queue
 from tests.conftest import wait_for
 from tests.factories import make_job, make_user
-from tests.integration.test_admin import failed_job, fresh, grant, login, messages_of
+from tests.integration.admin_support import failed_job, fresh, grant, login, messages_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
