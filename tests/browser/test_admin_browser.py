@@ -223,3 +223,31 @@ def test_job_detail__progress_moves_live(page: Any, demo_site: DemoSite) -> None
     screenshot(page, "admin-job-detail-running")
     page.wait_for_selector(".jobs-badge--succeeded", timeout=120_000)
     assert job_status(page, job_id) == "succeeded"
+
+
+def test_queues_page__counts_update_by_polling_when_websockets_fail(page: Any, demo_site: DemoSite) -> None:
+    page.route_web_socket(re.compile(r".*/ws/.*"), lambda socket: socket.close())
+    admin_login(page, demo_site)
+    page.goto("/admin/jobs/queue/?queue=report")
+    page.wait_for_selector('[data-live-indicator][data-state="polling"]')
+    cell = page.locator('[data-count="report:all:succeeded"]')
+    before = int(cell.inner_text())
+    job_id = submit(page, "report", {"rows": 500, "title": "Counted by polling"})
+    wait_for_job(page, job_id, "succeeded")
+    # No reload: the page polls its JSON every 5 s and updates the cell in place.
+    page.wait_for_function(
+        f"Number(document.querySelector('[data-count=\"report:all:succeeded\"]').textContent) > {before}",
+        timeout=15_000,
+    )
+    screenshot(page, "admin-queues-polling")
+
+
+def test_job_detail__progress_by_polling_when_websockets_fail(page: Any, demo_site: DemoSite) -> None:
+    page.route_web_socket(re.compile(r".*/ws/.*"), lambda socket: socket.close())
+    admin_login(page, demo_site)
+    job_id = submit(page, "report", {"rows": 60_000, "title": "Polled from the admin"})
+    page.goto(f"/admin/jobs/joblog/{job_id}/change/")
+    page.wait_for_selector('.jobs-live [data-field="live-state"]:has-text("updating every")')
+    page.wait_for_selector(".jobs-badge--succeeded", timeout=120_000)
+    page.wait_for_selector(".jobs-json >> text=bytes")  # reloaded at the end: the result is shown
+    assert page.locator(".jobs-live [role=progressbar]").get_attribute("aria-valuenow") == "100"

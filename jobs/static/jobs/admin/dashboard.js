@@ -157,6 +157,21 @@
         cell.classList.add("jobs-flash");
     }
 
+    // A plain number cell (jobs waiting in Redis): zero is drawn quiet, like the server draws it.
+    function setNumber(target, value) {
+        if (!target || target.textContent.trim() === String(value)) {
+            return;
+        }
+        if (value) {
+            target.textContent = String(value);
+        } else {
+            const zero = document.createElement("span");
+            zero.className = "jobs-zero";
+            zero.textContent = "0";
+            target.replaceChildren(zero);
+        }
+    }
+
     function cell(selector) {
         return root.querySelector(selector);
     }
@@ -181,14 +196,10 @@
             let inRedis = 0;
             Object.keys(redis).forEach(function (priority) {
                 inRedis += redis[priority];
-                const target = cell('[data-redis="' + CSS.escape(queue.name + ":" + priority) + '"]');
-                if (target) {
-                    target.textContent = String(redis[priority]);
-                }
+                setNumber(cell('[data-redis="' + CSS.escape(queue.name + ":" + priority) + '"]'), redis[priority]);
             });
-            const total = cell('[data-redis="' + CSS.escape(queue.name + ":all") + '"]');
-            if (total && Object.keys(redis).length) {
-                total.textContent = String(inRedis);
+            if (Object.keys(redis).length) {
+                setNumber(cell('[data-redis="' + CSS.escape(queue.name + ":all") + '"]'), inRedis);
             }
             section.classList.toggle("jobs-queue--paused", queue.paused);
             const badge = section.querySelector("[data-paused-badge]");
