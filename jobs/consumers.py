@@ -89,7 +89,7 @@ class DashboardConsumer(JobsConsumer):
     refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if not (self.user.is_staff and await database_sync_to_async(self.user.has_perm)("jobs.view_joblog")):
+        if not (self.user.is_staff and await database_sync_to_async(may_watch_jobs)(self.user)):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.join("dashboard")
@@ -125,6 +125,11 @@ def authenticate(scope: dict[str, Any]) -> Any:
         if token is not None and token.user.is_active:
             return token.user
     return AnonymousUser()
+
+
+def may_watch_jobs(user: Any) -> bool:
+    """Like the admin: the change permission includes viewing."""
+    return bool(user.has_perm("jobs.view_joblog") or user.has_perm("jobs.change_joblog"))
 
 
 def job_snapshot(user: Any, job_id: str) -> dict[str, Any] | None:

@@ -251,3 +251,19 @@ def test_staff_snapshot_carries_the_traceback_owner_snapshot_does_not(redis_url,
     assert owner_view["status"] == staff_view["status"] == "failed"
     assert "traceback" not in owner_view["error"]
     assert "Traceback" in staff_view["error"]["traceback"]
+
+
+def test_dashboard_socket__the_change_permission_is_enough_like_in_the_admin(redis_url, transactional_db):
+    operator = make_user("changer", is_staff=True)
+    operator.user_permissions.add(Permission.objects.get(codename="change_joblog"))
+    headers = session_headers(operator)
+
+    async def first_frame() -> dict[str, Any]:
+        communicator = WebsocketCommunicator(application, "/ws/dashboard/", headers=headers)
+        connected, _ = await communicator.connect()
+        assert connected
+        frame = await communicator.receive_json_from(timeout=5)
+        await communicator.disconnect()
+        return dict(frame)
+
+    assert run(first_frame)["type"] == "queues"
