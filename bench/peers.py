@@ -492,9 +492,11 @@ class Bench:
             simple = [*base, "--worker-class", "simple"]
             if config.key in ("noop-1", "latency"):
                 return WorkerSpec([simple], 1, "1 jobs_worker (simple)")
-            if config.key == "profile":
-                profiled = [py, "-m", "cProfile", "-o", str(self.workdir / "ours-worker.prof"), *simple[1:]]
-                return WorkerSpec([profiled], 1, "1 jobs_worker (simple) under cProfile")
+            if config.key.startswith("profile-"):
+                clock = config.key.removeprefix("profile-")
+                out = str(self.workdir / f"ours-worker-{clock}.prof")
+                profiled = [py, "-m", "bench.peer_tasks.profiled", out, clock, *simple[3:]]
+                return WorkerSpec([profiled], 1, f"1 jobs_worker (simple) under cProfile ({clock} clock)")
             if config.key == "noop-2":
                 return WorkerSpec([simple, simple], 2, "2 jobs_worker (simple)")
             if config.key == "noop-conc":
@@ -915,8 +917,6 @@ def bench_value(m: Measured, key: str, system: str) -> float | None:
     return m.median(key, system)
 
 
-PROFILE = Config("profile", "noop", "no-op jobs, 1 jobs_worker under cProfile")
-
 # Where a profiled function lives, by the path of its file (or the name of a built-in).
 AREAS = (
     ("/rq/", "rq"),
@@ -936,16 +936,17 @@ AREAS = (
 )
 
 
-def profile_ours(bench: Bench) -> None:
+def profile_ours(bench: Bench, clock: str) -> None:
     """One more no-op run of ours, 1 simple worker under cProfile: where its time goes, by area and function."""
     import pstats
 
-    n = bench.args.jobs
-    r = bench.measure_processing("ours", PROFILE, n)
+    n = min(bench.args.jobs, 2000)
+    r = bench.measure_processing("ours", Config(f"profile-{clock}", "noop", ""), n)
+    what = "wall clock: waits on Redis and PostgreSQL included" if clock == "wall" else "main thread CPU time"
     log("")
-    log(f"cProfile of one jobs_worker (simple) over {n:,} no-op jobs, {r['rate']:.0f} jobs/s under the profiler")
+    log(f"cProfile ({what}) of one jobs_worker (simple) over {n:,} no-op jobs, {r['rate']:.0f} jobs/s profiled")
     log("(the profiler slows Python code down: read the shares, not the absolute times)")
-    stats = pstats.Stats(str(bench.workdir / "ours-worker.prof"))
+    stats = pstats.Stats(str(bench.workdir / f"ours-worker-{clock}.prof"))
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     areas: Counter[str] = Counter()
     for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in raw.items():
@@ -990,13 +991,16 @@ def main() -> int:
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS), help="default: all four")
     parser.add_argument(
         "--phases",
-        nargs="+",
+        nargs="*",
         choices=PHASES,
         default=list(PHASES),
-        help="measure only these (default: all): enqueue, noop (1 and 2 processes), io (50 ms jobs), latency",
+        help="measure only these (default: all): enqueue, noop (1 and 2 processes), io (50 ms jobs), latency; "
+        "none with --profile: only the profile",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="afterwards, profile one no-op run of ours (1 process) with cProfile"
+        "--profile",
+        action="store_true",
+        help="afterwards, profile one no-op run of ours (1 process) with cProfile (wall clock)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs and the temporary directory")
     args = parser.parse_args()
@@ -1027,10 +1031,10 @@ def main() -> int:
             + f"; ours --concurrency: {'yes' if bench.our_concurrency else 'no'}"
         )
         log(f"PostgreSQL durable one-row INSERT (autocommit) now: {bench.commit_latency()}")
-        measured = run(bench)
-        report(bench, measured)
+        if args.phases:
+            report(bench, run(bench))
         if args.profile and "ours" in args.systems:
-            profile_ours(bench)
+            profile_ours(bench, "wall")
         load = os.getloadavg()
         log(f"\nfinished in {time.monotonic() - started:.0f} s; load average at the end {load[0]:.2f} {load[1]:.2f}")
         log(f"PostgreSQL durable one-row INSERT (autocommit) at the end: {bench.commit_latency()}")
