@@ -81,26 +81,32 @@ class Stack:
                 proc.wait(5)
 
 
+def start_redis(procs: Stack, workdir: Path) -> int:
+    """A private redis-server without persistence on a free port, answering; returns the port."""
+    port = free_port()
+    procs.start(
+        "redis",
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+        + ["--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        dict(os.environ),
+    )
+
+    def redis_answers() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    wait_until("redis-server", redis_answers)
+    return port
+
+
 @contextmanager
 def stack(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
     """Yield (base_url, token) of a running API; everything is torn down afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="jobs-bench-"))
     procs = Stack(workdir)
     try:
-        redis_port = free_port()
-        procs.start(
-            "redis",
-            [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
-            + ["--save", "", "--appendonly", "no", "--dir", str(workdir)],
-            dict(os.environ),
-        )
-
-        def redis_answers() -> bool:
-            with socket.create_connection(("127.0.0.1", redis_port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-
-        wait_until("redis-server", redis_answers)
+        redis_port = start_redis(procs, workdir)
 
         # The test settings (the test job types included), with the submission throttle off and persistent
         # database connections, as a production deployment would have them.

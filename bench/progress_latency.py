@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_latency import ROOT, Stack, free_port, wait_until  # noqa: E402
+from api_latency import ROOT, Stack, free_port, start_redis, wait_until  # noqa: E402
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -39,13 +39,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def start_stack(workdir: Path, procs: Stack) -> tuple[int, dict[str, str]]:
-    redis_port = free_port()
-    procs.start(
-        "redis",
-        [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
-        + ["--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        dict(os.environ),
-    )
+    redis_port = start_redis(procs, workdir)
     (workdir / "bench_settings.py").write_text(
         textwrap.dedent(
             """

@@ -104,6 +104,23 @@ def _die_with_parent() -> None:
             pass
 
 
+def web_server_args(port: int) -> list[str]:
+    """The web server's command line after ``python``: uvicorn serving HTTP and the websockets of live progress."""
+    return [
+        "-m",
+        "uvicorn",
+        "project.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--lifespan",
+        "off",  # Django's ASGI handler has no lifespan protocol
+        "--timeout-graceful-shutdown",
+        "5",
+    ]
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         # Like runserver: connections of an earlier run still in TIME_WAIT do not make the port busy.
@@ -186,23 +203,7 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, request_stop)
 
-    # uvicorn serves HTTP and the websockets of live progress from one ASGI process.
-    web = Child(
-        "web server",
-        [
-            "-m",
-            "uvicorn",
-            "project.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--timeout-graceful-shutdown",
-            "5",
-        ],
-    )
+    web = Child("web server", web_server_args(port))
     worker = Child("worker", [str(ROOT / "manage.py"), "jobs_worker"])
     scheduler = Child("scheduler", [str(ROOT / "manage.py"), "jobs_scheduler"])
     children = [web, worker, scheduler]

@@ -84,21 +84,9 @@ class DemoSite:
         )
 
     def start_web(self) -> None:
-        self.web = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "project.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--lifespan",
-                "off",
-                "--no-access-log",
-            ]
-        )
+        from project.run_demo import web_server_args
+
+        self.web = self._spawn([sys.executable, *web_server_args(self.port), "--no-access-log"])
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
