@@ -1,6 +1,6 @@
 """Our jobs app side by side with plain rq, Celery and Dramatiq: one run, one Redis, one PostgreSQL, one table.
 
-    .venv/bin/python bench/peers.py             # full run: --repeat 3, 10,000 no-op jobs per run (~20 min)
+    .venv/bin/python bench/peers.py             # full run: --repeat 3, 10,000 no-op jobs per run (~1 h)
     .venv/bin/python bench/peers.py --quick     # smoke run with small counts, one repetition (~2 min)
 
 Starts a private redis-server on a free loopback port, uses (and creates, and migrates) the PostgreSQL database in
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/jobs_peers"
 DONE, STARTS, FINISHED = "bench:done", "bench:starts", "bench:finished"
 
 POLL_SECONDS = 0.2
+RUN_ENV = "BENCH_PEERS_RUN"  # marks every process this run starts (Procs)
 STOP_GRACE_SECONDS = 30.0
 
 
@@ -71,39 +73,55 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class Procs:
-    """Every process this benchmark starts, each in its own session, stopped (with its children) however it ends."""
+    """Every process this benchmark starts, each in its own session, stopped (with its children) however it ends.
+
+    Each gets BENCH_PEERS_RUN=<this run's id> in its environment, which its children inherit: the only test of
+    whether a process is ours. Process and group ids are reused by the system, so a group id alone could name
+    someone else's process (a PostgreSQL backend, say) once our group is gone.
+    """
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.live: list[subprocess.Popen[bytes]] = []
-        self.groups: set[int] = set()
+        self.run_id = uuid.uuid4().hex
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        return {**env, RUN_ENV: self.run_id}
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         logfile = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed right after the fork
         try:
             proc = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                cwd=ROOT,
+                env=self.environment(env),
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             logfile.close()
         self.live.append(proc)
-        self.groups.add(proc.pid)
         return proc
 
     def run(self, name: str, argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
         """Run a driver to completion and return the JSON it printed last."""
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            argv,
+            cwd=ROOT,
+            env=self.environment(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         self.live.append(proc)
-        self.groups.add(proc.pid)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop([proc], grace=2)
             raise RuntimeError(f"{name} did not finish within {timeout:.0f} s") from None
         finally:
-            if proc.poll() is not None:
+            if proc.poll() is not None and proc in self.live:
                 self.live.remove(proc)
         lines = out.decode(errors="replace").strip().splitlines()
         if proc.returncode != 0 or not lines:
@@ -117,65 +135,72 @@ class Procs:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
+    def ours(self, group: int | None = None) -> list[Any]:
+        """Our live processes (by the environment mark), optionally only those in process group ``group``."""
+        import psutil
+
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid == os.getpid() or proc.environ().get(RUN_ENV) != self.run_id:
+                    continue
+                if group is None or os.getpgid(proc.pid) == group:
+                    found.append(proc)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return found
+
     def stop(self, procs: Iterable[subprocess.Popen[bytes]], grace: float = STOP_GRACE_SECONDS) -> None:
-        """SIGTERM to each leader (a warm shutdown for every system here), then the whole group, then SIGKILL."""
+        """SIGTERM to each leader (a warm shutdown for every system here), then SIGKILL to what is left of ours."""
         procs = list(procs)
         for proc in procs:
             if proc.poll() is None:
-                _signal(proc.pid, signal.SIGTERM, group=False)
+                _signal(proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for proc in procs:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal(proc.pid, signal.SIGKILL, group=True)
+                _signal(proc, signal.SIGKILL)
                 proc.wait(5)
-            # Children left in the group (a pool whose leader is gone) go too.
-            _signal(proc.pid, signal.SIGTERM, group=True)
             if proc in self.live:
                 self.live.remove(proc)
-        time.sleep(0.05)
-        for proc in procs:
-            if _group_alive(proc.pid):
+            # Children left behind by a leader that is gone (a pool's workers) go too.
+            leftovers = self.ours(group=proc.pid)
+            for child in leftovers:
+                _signal(child, signal.SIGTERM)
+            if leftovers:
                 time.sleep(1)
-                _signal(proc.pid, signal.SIGKILL, group=True)
+                for child in self.ours(group=proc.pid):
+                    _signal(child, signal.SIGKILL)
 
     def stop_all(self) -> None:
         self.stop(reversed(list(self.live)), grace=10)
 
     def strays(self) -> list[str]:
-        import psutil
-
         found = []
-        for proc in psutil.process_iter(["pid", "cmdline"]):
+        for proc in self.ours():
             try:
-                if os.getpgid(proc.pid) in self.groups and proc.pid != os.getpid():
-                    found.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}")
-            except (ProcessLookupError, psutil.Error):
+                found.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
+            except Exception:  # noqa: BLE001 - gone meanwhile
                 continue
         return found
 
     def kill_strays(self) -> None:
-        for group in self.groups:
-            _signal(group, signal.SIGKILL, group=True)
+        for proc in self.ours():
+            _signal(proc, signal.SIGKILL)
 
 
-def _signal(pid: int, signum: int, *, group: bool) -> None:
+def _signal(proc: Any, signum: int) -> None:
+    """Signal one process (a Popen or a psutil.Process) by itself, never a whole group."""
     try:
-        if group:
-            os.killpg(pid, signum)
+        if isinstance(proc, subprocess.Popen):
+            if proc.poll() is None:
+                proc.send_signal(signum)
         else:
-            os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
+            proc.send_signal(signum)  # psutil checks the process is still the one it looked at
+    except Exception:  # noqa: BLE001 - already gone
         pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 def process_tree(procs: Iterable[subprocess.Popen[bytes]]) -> list[Any]:
@@ -393,7 +418,7 @@ class Bench:
             log("stray processes found and killed:\n  " + "\n  ".join(strays))
             self.procs.kill_strays()
         else:
-            log("cleanup: every process this run started has exited (checked by process group)")
+            log("cleanup: every process this run started has exited (checked by the mark in their environment)")
         if self.failed or self.args.keep_logs:
             log(f"logs kept in {self.workdir}")
         else:
