@@ -36,8 +36,10 @@ _lock = threading.Lock()
 
 def get_connection() -> Redis:
     """This process's Redis connection for the configured REDIS_URL (embedded Redis when unset)."""
-    url = jobs_settings().REDIS_URL
-    key = (os.getpid(), url or "")  # a forked child must not share its parent's sockets
+    settings = jobs_settings()
+    url = settings.REDIS_URL
+    # Per process (a forked child must not share its parent's sockets) and per server.
+    key = (os.getpid(), url or f"embedded:{settings.EMBEDDED_REDIS_PATH}")
     conn = _connections.get(key)
     if conn is None:
         with _lock:
@@ -77,7 +79,7 @@ def stop_embedded_redis(wait: float = 5.0) -> bool:
     waits up to ``wait`` seconds for other clients to go, disconnects whoever is left, then shuts the server down.
     Returns whether a server was stopped.
     """
-    own = _connections.pop((os.getpid(), ""), None)
+    own = _connections.pop((os.getpid(), f"embedded:{jobs_settings().EMBEDDED_REDIS_PATH}"), None)
     if own is not None:
         own.connection_pool.disconnect()
     stopped = False

@@ -72,9 +72,10 @@ def run_job(job_id: str) -> Any:
     attempt = job.attempts + 1
     now = timezone.now()
     with transaction.atomic():
-        # Conditional on the status we read: a cancel that lands in between wins.
-        # Per-item failures belong to one attempt: a new attempt works through every item again.
-        if not JobLog.objects.filter(pk=job.pk, status=job.status).update(
+        # Conditional on the job still waiting: a cancel that lands in between wins. Any waiting status will do,
+        # not just the one read above: the submitter marks the row queued just after pushing it, and a fast worker
+        # may read it as pending before that. Per-item failures belong to one attempt: a new one starts with none.
+        if not JobLog.objects.filter(pk=job.pk, status__in=WAITING_STATUSES).update(
             status=JobStatus.RUNNING,
             attempts=attempt,
             started_at=now,

@@ -155,6 +155,25 @@ def test_partial_results__a_retry_starts_with_no_failed_items(redis_url, drain, 
     assert job.failed_items_count == 2 and [f["item"] for f in job.failed_items] == ["nope", "bad"]
 
 
+def test_start__a_row_marked_queued_after_the_worker_read_it_still_runs(redis_url, monkeypatch):
+    """The submitter pushes, then marks the row queued; a fast worker may read it as pending in between."""
+    from jobs import runner
+
+    job = JobLog.objects.create(job_type="echo", queue="echo", payload={"n": 1}, status=JobStatus.PENDING)
+    real_worker_name = runner._worker_name
+
+    def submitter_lands_now() -> str:
+        # Runs after run_job() read the row and before its start UPDATE: the interleaving of the race.
+        JobLog.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(status=JobStatus.QUEUED)
+        return real_worker_name()
+
+    monkeypatch.setattr(runner, "_worker_name", submitter_lands_now)
+    runner.run_job(str(job.id))
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+    assert job.result["echo"] == {"n": 1}
+
+
 def test_priority__critical_runs_before_normal_and_low(
     redis_url, redis_conn, drain, django_capture_on_commit_callbacks
 ):
