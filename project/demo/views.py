@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,20 +54,20 @@ def _owned_report(request: HttpRequest, job_id: uuid.UUID) -> tuple[JobLog, str,
 @login_required
 @require_POST
 def cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    job = get_object_or_404(my_jobs(request), pk=job_id)
-    try:
-        cancel_job(job, user=request.user)
-    except JobsError as exc:
-        messages.warning(request, str(exc))
-    return redirect("job-detail", job_id=job.id)
+    return _steer(request, job_id, cancel_job)
 
 
 @login_required
 @require_POST
 def retry(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    return _steer(request, job_id, retry_job)
+
+
+def _steer(request: HttpRequest, job_id: uuid.UUID, service: Callable[..., Any]) -> HttpResponse:
+    """Cancel or retry one of the user's jobs; a refusal (already finished, not retryable) becomes a message."""
     job = get_object_or_404(my_jobs(request), pk=job_id)
     try:
-        retry_job(job, user=request.user)
+        service(job, user=request.user)
     except JobsError as exc:
         messages.warning(request, str(exc))
     return redirect("job-detail", job_id=job.id)

@@ -246,3 +246,29 @@ def test_deployed_site__served_to_its_owner_only(user, client_for, run_until_don
 
     listed = client.get("/jobs/").content.decode()
     assert f'href="{url}"' in listed
+
+
+def test_cancel_and_retry__steer_my_job_and_refuse_the_wrong_state(user, client_for, redis_url):
+    client = client_for(user)
+    job = submit("report", {"rows": 10, "title": "Steer"}, user=user)
+
+    response = client.post(f"/jobs/{job.id}/cancel/")
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.id}/"
+    job.refresh_from_db()
+    assert job.status == "canceled"
+
+    again = client.post(f"/jobs/{job.id}/cancel/", follow=True)
+    assert "already canceled" in again.content.decode()  # a refusal is a message, nothing changes
+    assert JobLog.objects.get(pk=job.pk).status == "canceled"
+
+    client.post(f"/jobs/{job.id}/retry/")
+    assert JobLog.objects.get(pk=job.pk).status == "queued"
+
+
+def test_cancel_and_retry__someone_elses_job_is_404_and_get_is_refused(user, client_for, redis_url):
+    theirs = submit("report", {"rows": 10, "title": "Theirs"}, user=make_user("mallory"))
+    client = client_for(user)
+    assert client.post(f"/jobs/{theirs.id}/cancel/").status_code == 404
+    assert client.post(f"/jobs/{theirs.id}/retry/").status_code == 404
+    assert client.get(f"/jobs/{theirs.id}/cancel/").status_code == 405
+    assert JobLog.objects.get(pk=theirs.pk).status == "queued"
