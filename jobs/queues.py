@@ -7,8 +7,10 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -19,6 +21,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.rate_limit import RateLimit as RqRateLimit
 from rq.serializers import JSONSerializer
+from rq.utils import utcformat
 
 from . import registry
 from .conf import jobs_settings
@@ -131,6 +134,22 @@ def push_or_raise(job: JobLog) -> None:
         publish_status(job)
 
 
+def push_submitted(job: JobLog) -> None:
+    """Hand a just-committed submission to rq. Its row already says queued (or scheduled); if Redis is down it
+    goes back to pending, where the reconciler finds it."""
+    from .models import JobLog, JobStatus
+    from .progress import publish_status
+
+    try:
+        enqueue(job)
+    except RedisError as exc:
+        logger.warning("Redis unavailable, job %s stays pending: %s", job.id, exc)
+        JobLog.objects.filter(pk=job.pk, status=job.status).update(status=JobStatus.PENDING, enqueued_at=None)
+        job.status, job.enqueued_at = JobStatus.PENDING, None
+        return
+    publish_status(job)
+
+
 def push_many(jobs: list[JobLog]) -> None:
     """push() for many pending jobs: one pipelined round trip per rq queue, one UPDATE per resulting status.
 
@@ -195,7 +214,14 @@ def enqueue(job: JobLog) -> tuple[str, datetime]:
         due = job.run_at.replace(microsecond=0) + timedelta(seconds=1 if job.run_at.microsecond else 0)
         queue.enqueue_at(due, RUNNER, **options)
         return JobStatus.SCHEDULED, now
-    queue.enqueue(RUNNER, **options)
+    if job_type.concurrency:
+        queue.enqueue(RUNNER, **options)
+    else:
+        # rq's bulk path, for one job: the same job hash and list push in one pipelined round trip, where
+        # enqueue() spends two (and a WATCH).
+        with get_connection().pipeline() as pipe:
+            queue.enqueue_many([Queue.prepare_data(RUNNER, **_rq_options(job))], pipeline=pipe)
+            pipe.execute()
     return JobStatus.QUEUED, now
 
 
@@ -211,6 +237,170 @@ def requeue(job: JobLog) -> None:
         logger.warning("Redis unavailable, job %s stays pending: %s", job.id, exc)
         return
     push(job)
+
+
+# The pool worker's side of rq's data model, one round trip per batch of jobs instead of ~10 per job. Claiming
+# does what rq's dequeue and prepare_execution do (pop in strict priority order, skipping paused queues; mark
+# the job hash started; add the execution to the queue's StartedJobRegistry), and also sets each job's liveness
+# key, so a worker that dies at any point after the pop leaves a trace the reconciler repairs.
+_CLAIM = """
+local wanted = tonumber(ARGV[1])
+local worker, started_at, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local alive_prefix, alive_ms, paused_key, execution = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local first_id, first_queue = ARGV[9], tonumber(ARGV[10])
+local claimed = {}
+local function claim(id)
+    local key = 'rq:job:' .. id
+    local fields = redis.call('HMGET', key, 'origin', 'timeout', 'rate_limit_key', 'description')
+    if not fields[1] then return end  -- deleted while it waited: rq's dequeue skips these too
+    redis.call('HSET', key, 'status', 'started', 'started_at', started_at, 'last_heartbeat', started_at,
+        'worker_name', worker)
+    redis.call('PERSIST', key)
+    local timeout = tonumber(fields[2]) or 180
+    redis.call('ZADD', 'rq:wip:' .. fields[1], now + timeout + 60, id .. ':' .. execution)
+    redis.call('SET', alive_prefix .. id, '1', 'PX', alive_ms)
+    claimed[#claimed + 1] = {id, fields[1], tostring(timeout), fields[3] or '', fields[4] or ''}
+end
+if first_id ~= '' then claim(first_id) end
+for i, queue_key in ipairs(KEYS) do
+    if #claimed >= wanted then break end
+    if redis.call('SISMEMBER', paused_key, ARGV[10 + i]) == 0 then
+        while #claimed < wanted do
+            local id = redis.call('LPOP', queue_key)
+            if not id then break end
+            claim(id)
+        end
+    end
+end
+return claimed
+"""
+
+# What rq's handle_job_success does for a job with no dependents, repeats or concurrency slot, for many at once.
+_FINISH = """
+local ended_at, now, worker_key, alive_prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local count, working = 0, 0
+for i = 5, #ARGV, 5 do
+    local id, origin, ttl, execution = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+    local key = 'rq:job:' .. id
+    redis.call('HSET', key, 'status', 'finished', 'ended_at', ended_at)
+    redis.call('EXPIRE', key, ttl)
+    redis.call('ZREM', 'rq:wip:' .. origin, id .. ':' .. execution)
+    redis.call('ZADD', 'rq:finished:' .. origin, now + ttl, id)
+    redis.call('DEL', alive_prefix .. id)
+    count = count + 1
+    working = working + tonumber(ARGV[i + 4])
+end
+redis.call('HINCRBY', worker_key, 'successful_job_count', count)
+redis.call('HINCRBYFLOAT', worker_key, 'total_working_time', working)
+return count
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a pool worker took off its rq queue: rq already sees it started under ``execution_id``."""
+
+    job_id: str
+    queue_name: str  # the rq queue it came from
+    job_type: str  # as the rq job's description names it (push() writes "<type> <id>"); SQL has the truth
+    timeout: int
+    rate_limited: bool  # holds one of rq's concurrency slots, which rq's own success handling releases
+    execution_id: str
+    started_at: float  # time.time()
+
+
+def claim_jobs(
+    rq_queue_names: list[str],
+    wanted: int,
+    *,
+    worker_name: str,
+    alive_seconds: float,
+    block: float = 0,
+    connection: Redis | None = None,
+) -> list[Claim]:
+    """Take up to ``wanted`` jobs, highest priority first, in one round trip; with ``block`` (seconds), wait
+    that long for a first one when every queue is empty. Paused queues are skipped.
+    """
+    conn = connection or get_connection()
+    keys = [Queue.redis_queue_namespace_prefix + name for name in rq_queue_names]
+    started = time.time()
+    execution_id = uuid.uuid4().hex[:16]
+    args: list[Any] = [
+        wanted,
+        worker_name,
+        utcformat(datetime.fromtimestamp(started, UTC)),
+        started,
+        alive_key(""),
+        max(1, int(alive_seconds * 1000)),
+        _paused_key(),
+        execution_id,
+    ]
+    claim = _script(conn, _CLAIM)
+    rows = claim(keys, [*args, "", 0, *map(job_queue_of, rq_queue_names)])
+    if not rows and block > 0:
+        popped = conn.blpop(keys, timeout=block)
+        if popped is None:
+            return []
+        key, job_id = popped
+        name = _text(key)[len(Queue.redis_queue_namespace_prefix) :]
+        if job_queue_of(name) in paused_queues():
+            conn.lpush(key, job_id)  # its queue was paused while this worker waited: hand it back
+            return []
+        rows = claim([], [1, *args[1:], job_id, 0])
+    return [
+        Claim(
+            job_id=_text(row[0]),
+            queue_name=_text(row[1]),
+            job_type=_text(row[4]).split(" ", 1)[0],
+            timeout=int(float(_text(row[2]))),
+            rate_limited=bool(row[3]),
+            execution_id=execution_id,
+            started_at=started,
+        )
+        for row in rows
+    ]
+
+
+def finish_claims(claims: list[tuple[Claim, int]], worker_key: str, connection: Redis | None = None) -> None:
+    """Record succeeded claims in rq (job hash, registries, worker stats), each with its result TTL, at once."""
+    if not claims:
+        return
+    now = time.time()
+    args: list[Any] = [utcformat(datetime.fromtimestamp(now, UTC)), now, worker_key, alive_key("")]
+    for claim, ttl in claims:
+        args += [claim.job_id, claim.queue_name, max(1, ttl), claim.execution_id, round(now - claim.started_at, 6)]
+    conn = connection or get_connection()
+    _script(conn, _FINISH)([], args)
+
+
+_scripts: dict[tuple[int, str], Any] = {}
+
+
+def _script(conn: Redis, source: str) -> Any:
+    """The registered Lua script for ``source`` on ``conn``: sent once, then called by its SHA (EVALSHA)."""
+    key = (id(conn), source)
+    script = _scripts.get(key)
+    if script is None:
+        script = _scripts[key] = conn.register_script(source)
+    return script
+
+
+def beat_and_check_cancel(job_ids: list[str], beat_seconds: float | None) -> list[bool]:
+    """For many running jobs in one round trip: refresh their liveness keys (unless ``beat_seconds`` is None) and
+    say which have a cancel request."""
+    conn = get_connection()
+    with conn.pipeline(transaction=False) as pipe:
+        if beat_seconds is not None:
+            for job_id in job_ids:
+                pipe.set(alive_key(job_id), 1, px=max(1, int(beat_seconds * 1000)))
+        for job_id in job_ids:
+            pipe.exists(cancel_flag_key(job_id))
+        replies = pipe.execute()
+    return [bool(found) for found in replies[-len(job_ids) :]] if job_ids else []
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def delete_rq_job(job_id: str) -> None:

@@ -170,6 +170,11 @@ def get(name: str) -> JobType:
         raise UnknownJobType(f"There is no job type named {name!r}.") from None
 
 
+def find(name: str) -> JobType | None:
+    """The job type registered as ``name``, or None."""
+    return _registry.get(name)
+
+
 def all_types() -> list[JobType]:
     return sorted(_registry.values(), key=lambda t: t.name)
 

@@ -13,8 +13,9 @@ import socket
 import threading
 import time
 import traceback as tb
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
@@ -38,10 +39,8 @@ logger = logging.getLogger(__name__)
 # Set in forked work horses (jobs.worker), where stopping the horse cannot take the worker down with it.
 in_work_horse = False
 
-# The attempt this process is running now (a worker runs one job at a time), for the shutdown timer; a
-# thread-pool worker runs several, all of them in active_watchers by job id.
+# The attempt this process is running now (fork and simple workers run one job at a time), for the shutdown timer.
 current_watcher: AttemptWatcher | None = None
-active_watchers: dict[str, AttemptWatcher] = {}
 
 # rq counts Retry results against Retry.max; the runner keeps its own budget in SQL, so rq's never binds.
 UNBOUNDED_RETRIES = 10**9
@@ -57,17 +56,10 @@ def run_job(job_id: str) -> Any:
         # Canceled before start, or a duplicate delivery of a job that already ran: never run twice.
         logger.info("Job %s is %s; not running it.", job_id, job.status)
         return None
-    try:
-        job_type = registry.get(job.job_type)
-    except UnknownJobType as exc:
-        _fail(job, "UnknownJobType", str(exc), "", ctx=None)
-        return None
-
-    rate_limit = job_type.parsed_rate_limit
-    if rate_limit is not None:
-        wait = limits.acquire_start(job_type.name, rate_limit)
-        if wait > 0:
-            return _defer(job, wait, f"rate limit {job_type.rate_limit}")
+    admitted = admit(job)
+    if not isinstance(admitted, JobType):
+        return admitted
+    job_type = admitted
 
     attempt = job.attempts + 1
     now = timezone.now()
@@ -92,53 +84,97 @@ def run_job(job_id: str) -> Any:
 
     ctx = JobContext(job, attempt)
     global current_watcher
-    watcher = current_watcher = active_watchers[job_id] = AttemptWatcher(ctx, threading.get_ident())
+    guard = AttemptGuard(ctx, ThreadInterrupter(threading.get_ident()))
+    watcher = current_watcher = AttemptWatcher(guard)
     watcher.start()
     try:
         # The watcher keeps the liveness key fresh until the outcome is written, so a slow final write is
         # never mistaken for a lost worker.
-        return _run_attempt(job, job_type, ctx, watcher)
+        result, error = call_handler(job, job_type, ctx, guard)
+        outcome = conclude(job, job_type, ctx, guard, result, error)
+        if isinstance(outcome, Succeeded):
+            finish_succeeded(job, ctx, outcome.result)
+            return outcome.result
+        return outcome
     finally:
         watcher.close()
-        active_watchers.pop(job_id, None)
         if in_work_horse:
             # A work horse leaves with os._exit, taking the publisher thread along: send its frames first.
             flush_published()
 
 
-def _run_attempt(job: JobLog, job_type: JobType, ctx: JobContext, watcher: AttemptWatcher) -> Any:
+def admit(job: JobLog) -> JobType | Retry | None:
+    """May this waiting job start now? Its JobType if so; a Retry when a rate limit defers it (recorded);
+    None when its type is not registered (recorded as a failure)."""
     try:
-        payload = job_type.clean(job.payload)
-        result = _call(job_type, ctx, payload)
-        watcher.stop()
-        json_result = _to_json(result)
-    except JobCanceled:
-        watcher.stop()
-        return _finish_canceled(job, ctx, result=None)
-    except WorkerShutdown:
-        watcher.stop()
-        # rq puts the same job back on its queue at once; the worker then exits.
-        return_to_queue(job, ctx)
-        return Retry(max=UNBOUNDED_RETRIES, interval=[0])
-    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then rq sees it too
-        watcher.stop()
-        if watcher.fired and ctx.is_canceled():
-            return _finish_canceled(job, ctx, result=None)
-        return _handle_failure(job, job_type, ctx, exc)
+        job_type = registry.get(job.job_type)
+    except UnknownJobType as exc:
+        _fail(job, "UnknownJobType", str(exc), "", ctx=None)
+        return None
+    rate_limit = job_type.parsed_rate_limit
+    if rate_limit is not None:
+        wait = limits.acquire_start(job_type.name, rate_limit)
+        if wait > 0:
+            return _defer(job, wait, f"rate limit {job_type.rate_limit}")
+    return job_type
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """The handler returned this JSON result; nothing is written yet (the caller writes it, maybe in a batch)."""
+
+    result: Any
+
+
+def call_handler(
+    job: JobLog, job_type: JobType, ctx: JobContext, guard: AttemptGuard
+) -> tuple[Any, BaseException | None]:
+    """Run the handler in this thread: (its result, None) or (None, what it raised)."""
+    try:
+        result = _call(job_type, ctx, job_type.clean(job.payload))
+    except BaseException as exc:  # noqa: BLE001 - every failure is concluded, then rq sees it too
+        guard.stop()
+        return None, exc
+    guard.stop()
+    return result, None
+
+
+def conclude(
+    job: JobLog, job_type: JobType, ctx: JobContext, guard: AttemptGuard, result: Any, error: BaseException | None
+) -> Succeeded | Retry | None:
+    """Turn a finished handler call into its outcome. Every outcome but success is written here.
+
+    Returns Succeeded (not written yet), a Retry for rq, or None (canceled: nothing more for rq to do); raises
+    the handler's exception after recording a final failure, so rq records it too.
+    """
+    try:
+        if error is None:
+            try:
+                result = _to_json(result)
+            except ResultNotSerializable as exc:
+                error = exc
+        if isinstance(error, JobCanceled):
+            _finish_canceled(job, ctx, result=None)
+            return None
+        if isinstance(error, WorkerShutdown):
+            # rq puts the same job back on its queue at once; the worker then exits.
+            return_to_queue(job, ctx)
+            return Retry(max=UNBOUNDED_RETRIES, interval=[0])
+        if error is not None:
+            if guard.fired and ctx.is_canceled():
+                _finish_canceled(job, ctx, result=None)
+                return None
+            return _handle_failure(job, job_type, ctx, error)
+        if ctx.is_canceled():
+            _finish_canceled(job, ctx, result=result)
+            return None
+        return Succeeded(result)
     finally:
         ctx.close()
 
-    if ctx.is_canceled():
-        return _finish_canceled(job, ctx, result=json_result)
-    _finish(
-        job,
-        JobStatus.SUCCEEDED,
-        EventKind.SUCCEEDED,
-        ctx,
-        result=json_result,
-        progress_percent=100,
-    )
-    return json_result
+
+def finish_succeeded(job: JobLog, ctx: JobContext, result: Any) -> None:
+    _finish(job, JobStatus.SUCCEEDED, EventKind.SUCCEEDED, ctx, result=result, progress_percent=100)
 
 
 def _call(job_type: JobType, ctx: JobContext, payload: dict[str, Any]) -> Any:
@@ -163,7 +199,7 @@ def _to_json(result: Any) -> Any:
         raise ResultNotSerializable(f"The handler's result is not JSON-serialisable: {exc}") from exc
 
 
-def _handle_failure(job: JobLog, job_type: JobType, ctx: JobContext, exc: BaseException) -> Any:
+def _handle_failure(job: JobLog, job_type: JobType, ctx: JobContext, exc: BaseException) -> Retry:
     error_type = "JobTimeout" if isinstance(exc, JobTimeoutException) else type(exc).__name__
     message = str(exc) or error_type
     if isinstance(exc, JobTimeoutException):
@@ -226,7 +262,6 @@ def _fail(job: JobLog, error_type: str, message: str, trace: str, ctx: JobContex
 
 def _finish_canceled(job: JobLog, ctx: JobContext, result: Any) -> None:
     _finish(job, JobStatus.CANCELED, EventKind.CANCELED, ctx, result=result)
-    return None
 
 
 def _finish(
@@ -300,34 +335,110 @@ def _worker_name() -> str:
     return (getattr(rq_job, "worker_name", None) or f"{socket.gethostname()}.{os.getpid()}")[:200]
 
 
-class AttemptWatcher(threading.Thread):
-    """Watches over a running handler: keeps its liveness key fresh and carries out cancel requests.
+class Interrupter(Protocol):
+    def raise_in_handler(self, exc_type: type[BaseException]) -> None: ...
 
-    On a cancel request it first tells the handler (ctx.is_canceled()); a handler still running CANCEL_GRACE
-    seconds later gets JobCanceled raised inside it; one blocked in C (a long sleep, a socket read) never sees
-    that, so in a forked horse, after another grace period, rq's stop-job command has the worker kill the horse
-    (the worker's failure hook then records the job as canceled). A SimpleWorker cannot be stopped that way
-    without killing the worker itself.
+    def clear(self) -> None: ...
+
+
+class ThreadInterrupter:
+    """Interrupts a handler running in a thread by raising an exception inside that thread."""
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+
+    def raise_in_handler(self, exc_type: type[BaseException]) -> None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), ctypes.py_object(exc_type))
+
+    def clear(self) -> None:
+        # The async exception may still be pending; clear it so it cannot hit the runner's own code.
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
+
+
+class AttemptGuard:
+    """Cancel requests, progress flushes and (optionally) the timeout of one running handler.
+
+    It owns no thread: a watcher calls tick() a few times a second, one watcher per attempt (AttemptWatcher) or
+    one for every attempt of a process (the pool worker). On a cancel request it first tells the handler
+    (ctx.is_canceled()); a handler still running CANCEL_GRACE seconds later gets JobCanceled raised inside it;
+    one blocked in C (a long sleep, a socket read) never sees that, so in a forked horse, after another grace
+    period, rq's stop-job command has the worker kill the horse (the worker's failure hook then records the job
+    as canceled). A SimpleWorker cannot be stopped that way without killing the worker itself. With a
+    ``deadline`` (time.monotonic()), a handler still running then gets rq's JobTimeoutException.
     """
 
-    def __init__(self, ctx: JobContext, target_thread: int) -> None:
-        super().__init__(name=f"jobs-watch-{ctx.job_id[:8]}", daemon=True)
+    def __init__(self, ctx: JobContext, interrupter: Interrupter, deadline: float | None = None) -> None:
         self.ctx = ctx
-        self.target_thread = target_thread
+        self.interrupter = interrupter
+        self.deadline = deadline
         self.fired = False
-        self._done = threading.Event()  # the handler returned: no more cancel handling
-        self._closed = threading.Event()  # the outcome is written: no more beats
+        self._done = False  # the handler returned: no more interrupts
         self._lock = threading.Lock()
+        self._canceled_at: float | None = None
+        self._stop_sent = False
+        settings = jobs_settings()
+        self._grace = settings.CANCEL_GRACE
+        self._publish_every = settings.PROGRESS_PUBLISH_INTERVAL
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def tick(self, now: float, cancel_requested: bool) -> None:
+        """Look after the handler once; ``cancel_requested``: whether Redis holds a cancel request for it."""
+        if self._done:
+            return
+        # A handler that went quiet after a burst still gets its latest progress out.
+        self.ctx.publish_pending(older_than=self._publish_every)
+        if self._canceled_at is None and cancel_requested:
+            self._canceled_at = now
+            self.ctx.mark_canceled()
+        if self.deadline is not None and now >= self.deadline:
+            self.interrupt(JobTimeoutException)
+            return
+        if self._canceled_at is None:
+            return
+        if not self.fired and now - self._canceled_at >= self._grace:
+            self.interrupt(JobCanceled)
+        elif self.fired and not self._stop_sent and in_work_horse and now - self._canceled_at >= 2 * self._grace:
+            self._stop_sent = True
+            logger.warning("Job %s ignored its cancellation; stopping its work horse", self.ctx.job_id)
+            try:
+                send_stop_job_command(queues.get_connection(), self.ctx.job_id, serializer=JSONSerializer)
+            except Exception:  # noqa: BLE001
+                logger.exception("Could not stop the work horse of job %s", self.ctx.job_id)
+
+    def interrupt(self, exc_type: type[BaseException]) -> bool:
+        """Raise ``exc_type`` inside the handler if it is still running; True if it was."""
+        with self._lock:
+            if self._done or self.fired:
+                return False
+            self.fired = True
+            self.interrupter.raise_in_handler(exc_type)
+            return True
+
+    def stop(self) -> None:
+        """The handler is done: never interrupt it again."""
+        with self._lock:
+            self._done = True
+            if self.fired:
+                self.interrupter.clear()
+
+
+class AttemptWatcher(threading.Thread):
+    """One thread per attempt (fork and simple workers): beats its liveness key and ticks its guard."""
+
+    def __init__(self, guard: AttemptGuard) -> None:
+        super().__init__(name=f"jobs-watch-{guard.ctx.job_id[:8]}", daemon=True)
+        self.guard = guard
+        self.ctx = guard.ctx
+        self._closed = threading.Event()  # the outcome is written: no more beats
         settings = jobs_settings()
         self._poll = settings.CANCEL_POLL_INTERVAL
-        self._grace = settings.CANCEL_GRACE
         self._beat_every = settings.HEARTBEAT_INTERVAL
-        self._publish_every = settings.PROGRESS_PUBLISH_INTERVAL
 
     def run(self) -> None:
         next_beat = 0.0
-        canceled_at: float | None = None
-        stop_sent = False
         while not self._closed.wait(self._poll):
             now = time.monotonic()
             try:
@@ -335,57 +446,19 @@ class AttemptWatcher(threading.Thread):
                     # The reconciler takes a running job whose liveness key lapsed for a lost one.
                     queues.beat(self.ctx.job_id, self._beat_every * 3)
                     next_beat = now + self._beat_every
-                if self._done.is_set():
+                if self.guard.done:
                     continue
-                # A handler that went quiet after a burst still gets its latest progress out.
-                self.ctx.publish_pending(older_than=self._publish_every)
-                if canceled_at is None and queues.cancel_requested(self.ctx.job_id):
-                    canceled_at = now
-                    self.ctx.mark_canceled()
+                self.guard.tick(now, queues.cancel_requested(self.ctx.job_id))
             except RedisError:
                 # Redis away: the job runs on; cancel requests and beats resume when it is back.
                 logger.warning("Job %s: Redis unavailable to its watcher", self.ctx.job_id, exc_info=True)
-                continue
-            if canceled_at is None:
-                continue
-            if not self.fired and now - canceled_at >= self._grace:
-                with self._lock:
-                    if self._done.is_set():
-                        return
-                    self.fired = True
-                    _raise_in_thread(self.target_thread, JobCanceled)
-            elif self.fired and not stop_sent and in_work_horse and now - canceled_at >= 2 * self._grace:
-                stop_sent = True
-                logger.warning("Job %s ignored its cancellation; stopping its work horse", self.ctx.job_id)
-                try:
-                    send_stop_job_command(queues.get_connection(), self.ctx.job_id, serializer=JSONSerializer)
-                except Exception:  # noqa: BLE001
-                    logger.exception("Could not stop the work horse of job %s", self.ctx.job_id)
 
     def interrupt(self, exc_type: type[BaseException]) -> bool:
-        """Raise ``exc_type`` inside the handler if it is still running; True if it was."""
-        with self._lock:
-            if self._done.is_set() or self.fired:
-                return False
-            self.fired = True
-            _raise_in_thread(self.target_thread, exc_type)
-            return True
-
-    def stop(self) -> None:
-        """The handler is done: never interrupt it again (beats go on until close())."""
-        with self._lock:
-            self._done.set()
-            if self.fired:
-                # The async exception may still be pending; clear it so it cannot hit the runner's own code.
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target_thread), None)
+        return self.guard.interrupt(exc_type)
 
     def close(self) -> None:
-        self.stop()
+        self.guard.stop()
         self._closed.set()
-
-
-def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
 
 
 def return_to_queue(job: JobLog, ctx: JobContext | None = None) -> None:

@@ -7,12 +7,14 @@ import logging
 import math
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from . import queues, registry
@@ -85,23 +87,25 @@ def get_or_submit(
         if existing is not None:
             return _replay(existing, clean_payload), False
 
+    now = timezone.now()
+    job = JobLog(
+        job_type=type_name,
+        queue=job_type.queue,
+        priority=priority,
+        # Written as what the push on commit makes it, so a submission commits once: if the push fails, the row
+        # goes back to pending, and if this process dies before pushing, the reconciler finds a queued row that
+        # Redis lacks and pushes it.
+        status=JobStatus.SCHEDULED if run_at is not None and run_at > now else JobStatus.QUEUED,
+        enqueued_at=now,
+        payload=clean_payload,
+        max_attempts=job_type.max_attempts,
+        owner=owner,
+        idempotency_key=idempotency_key,
+        schedule=schedule,
+        run_at=run_at,
+    )
     try:
-        with transaction.atomic():
-            job = JobLog.objects.create(
-                job_type=type_name,
-                queue=job_type.queue,
-                priority=priority,
-                status=JobStatus.PENDING,
-                payload=clean_payload,
-                max_attempts=job_type.max_attempts,
-                owner=owner,
-                idempotency_key=idempotency_key,
-                schedule=schedule,
-                run_at=run_at,
-            )
-            JobEvent.objects.create(
-                job=job, kind=EventKind.SUBMITTED, status=JobStatus.PENDING, data=_submitted_data(job)
-            )
+        _insert_with_event(job)
     except IntegrityError:
         # Two submissions raced with one idempotency key: the other one won, answer with its job.
         existing = _find_idempotent(type_name, owner, idempotency_key) if idempotency_key else None
@@ -109,7 +113,7 @@ def get_or_submit(
             raise
         return _replay(existing, clean_payload), False
     # After commit, so a worker never sees a missing row; if Redis is down the reconciler pushes later.
-    transaction.on_commit(partial(queues.push, job))
+    transaction.on_commit(partial(queues.push_submitted, job))
     return job, True
 
 
@@ -165,6 +169,44 @@ def submit_many(
         )
     transaction.on_commit(partial(queues.push_many, jobs))
     return jobs
+
+
+def _insert_with_event(job: JobLog) -> None:
+    """INSERT the row and its "submitted" event together: one statement on PostgreSQL, a transaction elsewhere."""
+    event = JobEvent(job=job, kind=EventKind.SUBMITTED, status=job.status, data=_submitted_data(job))
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            job.save(force_insert=True)
+            event.save(force_insert=True)
+        return
+    # A data-modifying CTE: both rows in one round trip and one implicit transaction. Django builds each INSERT
+    # (defaults, auto_now_add, JSON encoding), so the SQL is exactly what save() would send.
+    job_sql, job_params = _insert_sql(job)
+    event_sql, event_params = _insert_sql(event)
+    # Inside the caller's transaction, a savepoint: a duplicate idempotency key must not abort the caller's work.
+    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        cursor.execute(f"WITH job AS ({job_sql}) {event_sql}", [*job_params, *event_params])
+    job._state.adding = event._state.adding = False
+    job._state.db = event._state.db = connection.alias
+
+
+def _insert_sql(obj: JobLog | JobEvent) -> tuple[str, list[Any]]:
+    """Django's own INSERT for ``obj`` (defaults, auto_now_add, JSON adaptation), its text built once per model."""
+    model = type(obj)
+    cached = _insert_compilers.get(model)
+    if cached is None:
+        meta = model._meta
+        fields = [field for field in meta.local_concrete_fields if field is not meta.auto_field]
+        query = InsertQuery(model)
+        query.insert_values(fields, [obj])
+        compiler = query.get_compiler(connection=connection)
+        [(statement, _params)] = compiler.as_sql()
+        cached = _insert_compilers[model] = (statement, fields, compiler)
+    statement, fields, compiler = cached
+    return statement, [compiler.prepare_value(field, compiler.pre_save_val(field, obj)) for field in fields]
+
+
+_insert_compilers: dict[type[Any], tuple[str, list[Any], Any]] = {}
 
 
 def _submitter_checks(type_name: str, user: Any, priority: Any) -> tuple[JobType, Any]:

@@ -7,7 +7,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from django.db import close_old_connections, connections
@@ -19,7 +18,6 @@ from rq import worker_registration
 from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
-from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker, SimpleWorker, SpawnWorker, Worker, WorkerStatus
 
 # rq's SpawnWorker starts each horse as a fresh interpreter that never runs django.setup(), so it cannot
@@ -199,93 +197,10 @@ class JobsSimpleWorker(JobsWorkerMixin, SimpleWorker):
     """Runs jobs in the worker process itself: no fork cost, but a crashing job takes the worker with it."""
 
 
-class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
-    """Runs up to ``concurrency`` jobs at once on a pool of threads in the worker process (``--concurrency N``).
+def worker_classes() -> dict[str, type[BaseWorker]]:
+    from .pool_worker import JobsThreadPoolWorker  # it builds on the mixin above
 
-    For I/O-bound jobs (HTTP calls, mail, sleeps), many at once from one process. Each job still goes through
-    rq's own bookkeeping (an Execution per job, registries, heartbeats), and through the runner: database
-    connections are per thread and closed like a request's, cancellation and the shutdown grace interrupt the
-    job's own thread, and a timeout raises JobTimeout inside it (rq's TimerDeathPenalty). A handler blocked in
-    C code (a long time.sleep) cannot be interrupted in a thread; use the forking worker for those.
-    """
-
-    death_penalty_class = TimerDeathPenalty
-
-    def __init__(self, *args: Any, concurrency: int = 8, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.concurrency = concurrency
-        self._slots = threading.BoundedSemaphore(concurrency)
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="jobs-run")
-        self._running: dict[str, str] = {}  # rq job id -> execution id
-        self._running_lock = threading.Lock()
-
-    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        # Take a job only when a thread is free for it: a popped job never waits inside this process.
-        while not self._slots.acquire(timeout=PAUSED_POLL_SECONDS):
-            if self._stop_requested:
-                return None
-            self.heartbeat()  # every thread busy: still alive, and rq tooling sees it
-        try:
-            result = None if self._stop_requested else super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        finally:
-            if result is None:
-                self._slots.release()
-        return result
-
-    def execute_job(self, job: Job, queue: Queue) -> Any:
-        execution = self.prepare_execution(job)
-        with self._running_lock:
-            self._running[job.id] = execution.id
-        self._pool.submit(self._run_in_thread, job, queue, execution)
-
-    def _run_in_thread(self, job: Job, queue: Queue, execution: Any) -> None:
-        close_old_connections()
-        try:
-            self.perform_job(job, queue, execution)
-        except Exception:  # noqa: BLE001 - perform_job records failures; this is a last resort for the thread
-            logger.exception("Job %s: unexpected error in the worker thread", job.id)
-        finally:
-            close_old_connections()
-            with self._running_lock:
-                self._running.pop(job.id, None)
-                idle = not self._running
-            if idle:
-                self._wait_for_redis(lambda: self.set_state(WorkerStatus.IDLE))
-            self._slots.release()
-
-    def request_stop(self, signum: int, frame: Any) -> None:
-        """Warm shutdown: running jobs get SHUTDOWN_GRACE seconds, then go back to their queues."""
-        with self._running_lock:
-            running = list(self._running)
-        if running and self._shutdown_timer is None:
-            grace = jobs_settings().SHUTDOWN_GRACE
-            logger.warning("Shutting down; %d running job(s) get %s s to finish", len(running), grace)
-            self._shutdown_timer = threading.Timer(grace, self._end_of_grace_for_all)
-            self._shutdown_timer.daemon = True
-            self._shutdown_timer.start()
-        SimpleWorker.request_stop(self, signum, frame)  # type: ignore[no-untyped-call]  # raises StopRequested if idle
-
-    def _end_of_grace_for_all(self) -> None:
-        with self._running_lock:
-            running = list(self._running)
-        for job_id in running:
-            watcher = runner.active_watchers.get(job_id)
-            if watcher is not None:
-                watcher.interrupt(WorkerShutdown)  # the runner puts the job back on its queue
-
-    def teardown(self) -> None:
-        # The loop has ended (stop, burst done, max jobs): let the jobs in flight finish before leaving.
-        self._pool.shutdown(wait=True)
-        if self._shutdown_timer is not None:
-            self._shutdown_timer.cancel()
-        super().teardown()
-
-
-WORKER_CLASSES: dict[str, type[BaseWorker]] = {
-    "fork": JobsWorker,
-    "simple": JobsSimpleWorker,
-    "thread": JobsThreadPoolWorker,
-}
+    return {"fork": JobsWorker, "simple": JobsSimpleWorker, "thread": JobsThreadPoolWorker}
 
 
 class WorkerConfigError(JobsError):
@@ -296,8 +211,8 @@ class WorkerConfigError(JobsError):
 
 def resolve_worker_class(name: str) -> type[BaseWorker]:
     """ "fork", "simple", or the dotted path of an rq worker class (the JobLog hooks are mixed in)."""
-    if name in WORKER_CLASSES:
-        return WORKER_CLASSES[name]
+    if name in (named := worker_classes()):
+        return named[name]
     try:
         cls = import_string(name)
     except ImportError as exc:
@@ -338,6 +253,8 @@ def build_worker(
     rq_queues = [
         Queue(q, connection=connection, serializer=JSONSerializer) for q in select_queues(queue_names, type_names)
     ]
+    from .pool_worker import JobsThreadPoolWorker
+
     options: dict[str, Any] = {"concurrency": concurrency} if issubclass(cls, JobsThreadPoolWorker) else {}
     return cls(
         rq_queues,
@@ -353,6 +270,8 @@ def worker_class_for(worker_class: str, concurrency: int) -> type[BaseWorker]:
     """The worker class for these options: ``--concurrency`` above 1 means the thread-pool worker."""
     if concurrency < 1:
         raise WorkerConfigError("--concurrency must be 1 or more.")
+    from .pool_worker import JobsThreadPoolWorker
+
     cls = resolve_worker_class(worker_class)
     if concurrency > 1 and worker_class == "fork":
         return JobsThreadPoolWorker  # the default class, not a choice: more than one job at once needs threads

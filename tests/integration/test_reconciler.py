@@ -227,6 +227,31 @@ def test_reconcile__job_popped_by_a_worker_that_died_before_starting_it_is_pushe
     assert sorted(labels_run(Redis.from_url(own_redis.url))) == ["dropped", "waiting"]
 
 
+def test_reconcile__job_claimed_by_a_pool_worker_that_died_before_starting_it_is_pushed_again(own_redis):
+    from jobs.queues import claim_jobs, rq_queue_name, which_alive
+
+    with transaction.atomic():
+        claimed = submit("ordered", {"label": "claimed"})
+    time.sleep(1.1)
+    # A pool worker claimed it (rq: started, liveness key set) and was killed before its SQL start.
+    claims = claim_jobs([rq_queue_name("ordered", "normal")], 1, worker_name="gone", alive_seconds=0.3)
+    assert [claim.job_id for claim in claims] == [str(claimed.id)]
+    report = reconcile(grace=0)
+    assert report.repushed_missing == []  # its liveness key is still there: the worker may be about to start it
+    wait_for(lambda: not which_alive([str(claimed.id)]), what="the liveness key to lapse")
+
+    report = reconcile(grace=0)
+    assert report.repushed_missing == [str(claimed.id)]
+    pool = WorkerProcesses(own_redis.url)
+    try:
+        pool.start("--concurrency", "2")
+        wait_for(lambda: fresh(claimed).status == JobStatus.SUCCEEDED, what="the claimed job")
+    finally:
+        pool.stop_all()
+    assert labels_run(Redis.from_url(own_redis.url)) == ["claimed"]
+    assert fresh(claimed).attempts == 1
+
+
 def test_reconcile__a_row_changed_within_the_grace_is_left_alone(own_redis):
     from datetime import timedelta
 

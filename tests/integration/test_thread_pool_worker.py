@@ -53,6 +53,28 @@ def test_thread_pool__many_short_jobs_with_database_writes_all_succeed_once(work
     assert {row.progress_percent for row in rows} == {100}
 
 
+def test_thread_pool__async_handlers_share_one_event_loop_beyond_the_thread_count(workers):
+    # Eight awaiting handlers at once, all on the one event loop thread: an async job holds no pool thread.
+    workers.start("--concurrency", "8", "--queues", "async-nap")
+    jobs = submit_many("async-nap", [{"seconds": 1.5}] * 8)
+    wait_for(lambda: all(fresh(job).is_finished for job in jobs), timeout=30, what="all async jobs")
+    rows = [fresh(job) for job in jobs]
+    assert {row.status for row in rows} == {JobStatus.SUCCEEDED}, workers.output()
+    assert {row.result["thread"] for row in rows} == {"jobs-pool-loop"}
+    assert most_at_once(jobs) >= 6
+
+
+def test_thread_pool__async_handler_past_its_timeout_is_cancelled(workers):
+    proc = workers.start("--concurrency", "4", "--queues", "async-nap")
+    job = submit("async-nap", {"seconds": 30})  # timeout 2 s
+    wait_for(lambda: fresh(job).is_finished, timeout=20, what="the async job to time out")
+    job.refresh_from_db()
+    assert (job.status, job.error_type, job.attempts) == (JobStatus.FAILED, "JobTimeout", 1), workers.output()
+    after = submit("async-nap", {"seconds": 0})
+    wait_for(lambda: fresh(after).status == JobStatus.SUCCEEDED, what="the next async job")
+    assert proc.poll() is None
+
+
 def test_thread_pool__timeout_interrupts_a_job_in_its_thread(workers, redis_conn):
     proc = workers.start("--concurrency", "4")
     job = submit("spinner", {"seconds": 30})

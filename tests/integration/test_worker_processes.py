@@ -51,9 +51,10 @@ def test_timeout__attempts_fail_with_jobtimeout_and_worker_survives(worker_class
     assert proc.poll() is None
 
 
-def test_rate_limit__never_exceeded_and_deferred_jobs_finish(workers, redis_conn):
+@pytest.mark.parametrize("worker_class", ["simple", "thread"])
+def test_rate_limit__never_exceeded_and_deferred_jobs_finish(worker_class, workers, redis_conn):
     for _ in range(2):
-        workers.start("--worker-class", "simple", "--types", "throttled")
+        workers.start(*MODES[worker_class], "--types", "throttled")
     jobs = [submit_committed("throttled", {}) for _ in range(10)]
     wait_for(lambda: all(fresh(j).is_finished for j in jobs), timeout=40, what="all throttled jobs")
     assert {fresh(j).status for j in jobs} == {JobStatus.SUCCEEDED}, workers.output()
@@ -68,9 +69,10 @@ def test_rate_limit__never_exceeded_and_deferred_jobs_finish(workers, redis_conn
     assert JobLog.objects.filter(events__kind=EventKind.DEFERRED).distinct().count() >= 1
 
 
-def test_concurrency__never_exceeded_with_more_workers_than_the_limit(workers, redis_conn):
+@pytest.mark.parametrize("worker_class", ["simple", "thread"])
+def test_concurrency__never_exceeded_with_more_workers_than_the_limit(worker_class, workers, redis_conn):
     for _ in range(3):
-        workers.start("--worker-class", "simple", "--types", "capped")
+        workers.start(*MODES[worker_class], "--types", "capped")
     jobs = [submit_committed("capped", {"seconds": 0.4}) for _ in range(8)]
     wait_for(lambda: all(fresh(j).is_finished for j in jobs), timeout=40, what="all capped jobs")
     assert {fresh(j).status for j in jobs} == {JobStatus.SUCCEEDED}, workers.output()

@@ -123,6 +123,16 @@ async def async_echo(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
     return {"echo": payload}
 
 
+@job_type("async-nap", timeout=2, max_attempts=1)
+async def async_nap(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """Awaits (never blocks a thread) for payload["seconds"]; the pool worker runs many on one event loop."""
+    import asyncio
+    import threading
+
+    await asyncio.sleep(payload.get("seconds", 1))
+    return {"thread": threading.current_thread().name}
+
+
 @job_type("crashy", max_attempts=3, backoff=(0, 0), timeout=60)
 def crashy(ctx: Any, payload: dict[str, Any]) -> str:
     """The first attempt hangs (a test kills its process); later ones succeed."""

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.exceptions import JobsError
-from jobs.worker import WORKER_CLASSES, run_worker
+from jobs.worker import run_worker, worker_classes
 
 
 class Command(BaseCommand):
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--worker-class",
             default="fork",
-            help=f"One of {', '.join(WORKER_CLASSES)} or the dotted path of an rq worker class (default: fork).",
+            help=f"One of {', '.join(worker_classes())} or the dotted path of an rq worker class (default: fork).",
         )
         parser.add_argument(
             "--concurrency",
