@@ -527,6 +527,9 @@ class Bench:
             if config.key == "noop-conc":
                 conc = [*base, "--concurrency", str(a.our_concurrency)]
                 return WorkerSpec([conc, conc], 2, f"2 jobs_worker --concurrency {a.our_concurrency}")
+            if config.key == "latency-conc":
+                conc = [*base, "--concurrency", str(a.our_concurrency)]
+                return WorkerSpec([conc], 1, f"1 jobs_worker --concurrency {a.our_concurrency}")
             if self.our_concurrency:
                 per = max(1, a.io_concurrency // 2)
                 conc = [*base, "--concurrency", str(per)]
@@ -674,8 +677,8 @@ class Bench:
             result["problem"] = f"the marker counted {final_done} runs for {n} jobs"
         return result
 
-    def measure_latency(self, system: str, samples: int) -> dict[str, Any]:
-        spec = self.workers(system, Config("latency", "ping", ""))
+    def measure_latency(self, system: str, samples: int, key: str = "latency") -> dict[str, Any]:
+        spec = self.workers(system, Config(key, "ping", ""))
         self.reset()
         procs = [self.procs.start(f"{system}-latency-{i}", argv, self.env(system)) for i, argv in enumerate(spec.argvs)]
         try:
@@ -842,6 +845,11 @@ def run(bench: Bench) -> Measured:
                 f"  RSS at rest {lat['memory']['rss_mb']:.0f} MB"
                 + (f"  LOST {lat['lost']} (counted as 2 s)" if lat["lost"] else "")
             )
+            if system == "ours" and bench.our_concurrency:
+                lat = bench.measure_latency(system, a.latency_samples, key="latency-conc")
+                for key in ("p50", "p95", "p99"):
+                    m.add(f"lat-conc-{key}", system, lat[key])
+                log(f"{system:>9} latency --concurrency p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms")
     return m
 
 
@@ -865,6 +873,8 @@ def report(bench: Bench, m: Measured) -> None:
         ("lat-p95", "latency p95, ms", False, "{:.2f}".format),
         ("lat-p99", "latency p99, ms", False, "{:.2f}".format),
         ("lat-lost", "latency samples not started within 2 s", False, "{:.0f}".format),
+        ("lat-conc-p50", f"latency p50, ours --concurrency {a.our_concurrency} (1 proc), ms", False, "{:.2f}".format),
+        ("lat-conc-p99", f"latency p99, ours --concurrency {a.our_concurrency} (1 proc), ms", False, "{:.2f}".format),
         ("submit-p50", "submit call alone p50, ms", False, "{:.2f}".format),
         ("procs-rest", "worker processes (1-process configuration)", False, "{:.0f}".format),
         ("rss-rest", "worker RSS at rest, MB", False, "{:.0f}".format),
@@ -880,6 +890,8 @@ def report(bench: Bench, m: Measured) -> None:
     ]
     if bench.our_concurrency:
         rows.append(("cmd-noop-conc", "Redis commands per job (ours --concurrency)", False, "{:.1f}".format))
+        rows.append(("reads-noop-conc", "Redis reads per job (~round trips, --concurrency)", False, "{:.1f}".format))
+        rows.append(("cpu-noop-conc", "worker CPU per job, ours --concurrency (2 procs), ms", False, "{:.2f}".format))
 
     header = [f"metric (median of {a.repeat})", *systems]
     if "ours" in systems:
@@ -893,6 +905,8 @@ def report(bench: Bench, m: Measured) -> None:
                 ours, peer = values["ours"], values[p]
                 if key == "noop-conc":
                     peer = m.median("noop-2", p)
+                elif key.startswith("lat-conc-"):
+                    peer = m.median(key.replace("lat-conc-", "lat-"), p)
                 cells.append(f"{ours / peer:.2f}" if ours is not None and peer else "n/a")
         table.append(cells)
     widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
