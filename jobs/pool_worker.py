@@ -256,8 +256,6 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
         with self._slots:
             was_idle = self._idle()
             self._handlers += len(claims)
-        if was_idle:
-            self._wait_for_redis(lambda: self.set_state(WorkerStatus.BUSY))
         close_old_connections()
         try:
             attempts, skipped = batches.start_many(claims, self.name)
@@ -275,6 +273,9 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
                 self._start_async(attempt)
             else:
                 self._pool.submit(self._run_in_thread, attempt)
+        if was_idle:
+            # After the handlers are on their way: rq tooling may see "busy" a moment late, the job starts sooner.
+            self._wait_for_redis(lambda: self.set_state(WorkerStatus.BUSY))
 
     def _hand_back(self, claims: list[Claim]) -> None:
         for claim in claims:

@@ -151,10 +151,11 @@ def push_submitted(job: JobLog) -> None:
 
 
 def push_many(jobs: list[JobLog]) -> None:
-    """push() for many pending jobs: one pipelined round trip per rq queue, one UPDATE per resulting status.
+    """Hand just-committed bulk submissions to rq: one pipelined round trip per rq queue.
 
-    Jobs that wait for a run_at or are capped by a concurrency limit go one by one (rq schedules and rate-limits
-    those outside a pipeline). On a Redis error the rest stay pending for the reconciler.
+    Their rows already say queued (or scheduled). Jobs that wait for a run_at or are capped by a concurrency
+    limit go one by one (rq schedules and rate-limits those outside a pipeline). On a Redis error, the rows of
+    the jobs not yet pushed go back to pending, where the reconciler finds them.
     """
     from .models import JobLog, JobStatus
 
@@ -166,21 +167,26 @@ def push_many(jobs: list[JobLog]) -> None:
             one_by_one.append(job)
         else:
             pipelined.setdefault(rq_queue_name(job.queue, job.priority), []).append(job)
+    pushed: set[Any] = set()
     try:
         for name, batch in pipelined.items():
             queue = get_queue(name)
             with get_connection().pipeline() as pipe:
                 queue.enqueue_many([Queue.prepare_data(RUNNER, **_rq_options(job)) for job in batch], pipeline=pipe)
                 pipe.execute()
-            ids = [job.pk for job in batch]
-            JobLog.objects.filter(pk__in=ids, status=JobStatus.PENDING).update(status=JobStatus.QUEUED, enqueued_at=now)
-            for job in batch:
-                job.status, job.enqueued_at = JobStatus.QUEUED, now
+            pushed.update(job.pk for job in batch)
+        for job in one_by_one:
+            enqueue(job)
+            pushed.add(job.pk)
     except RedisError as exc:
-        logger.warning("Redis unavailable, bulk-submitted jobs stay pending: %s", exc)
-        return
-    for job in one_by_one:
-        push(job)
+        left = [job for job in jobs if job.pk not in pushed]
+        logger.warning("Redis unavailable, %d bulk-submitted jobs stay pending: %s", len(left), exc)
+        for start in range(0, len(left), 1000):  # bounded IN lists, whatever the database's parameter limit
+            ids = [job.pk for job in left[start : start + 1000]]
+            waiting = (JobStatus.QUEUED, JobStatus.SCHEDULED)
+            JobLog.objects.filter(pk__in=ids, status__in=waiting).update(status=JobStatus.PENDING, enqueued_at=None)
+        for job in left:
+            job.status, job.enqueued_at = JobStatus.PENDING, None
 
 
 def _rq_options(job: JobLog) -> dict[str, Any]:
@@ -247,7 +253,7 @@ _CLAIM = """
 local wanted = tonumber(ARGV[1])
 local worker, started_at, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local alive_prefix, alive_ms, paused_key, execution = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local first_id, first_queue = ARGV[9], tonumber(ARGV[10])
+local first_id, first_index = ARGV[9], tonumber(ARGV[10])
 local claimed = {}
 local function claim(id)
     local key = 'rq:job:' .. id
@@ -261,7 +267,14 @@ local function claim(id)
     redis.call('SET', alive_prefix .. id, '1', 'PX', alive_ms)
     claimed[#claimed + 1] = {id, fields[1], tostring(timeout), fields[3] or '', fields[4] or ''}
 end
-if first_id ~= '' then claim(first_id) end
+if first_id ~= '' then
+    -- Popped by the caller's BLPOP from KEYS[first_index]: hand it back if its queue was paused meanwhile.
+    if redis.call('SISMEMBER', paused_key, ARGV[10 + first_index]) == 1 then
+        redis.call('LPUSH', KEYS[first_index], first_id)
+        return claimed
+    end
+    claim(first_id)
+end
 for i, queue_key in ipairs(KEYS) do
     if #claimed >= wanted then break end
     if redis.call('SISMEMBER', paused_key, ARGV[10 + i]) == 0 then
@@ -323,30 +336,25 @@ def claim_jobs(
     """
     conn = connection or get_connection()
     keys = [Queue.redis_queue_namespace_prefix + name for name in rq_queue_names]
-    started = time.time()
-    execution_id = uuid.uuid4().hex[:16]
-    args: list[Any] = [
-        wanted,
-        worker_name,
-        utcformat(datetime.fromtimestamp(started, UTC)),
-        started,
-        alive_key(""),
-        max(1, int(alive_seconds * 1000)),
-        _paused_key(),
-        execution_id,
-    ]
+    job_queues = [job_queue_of(name) for name in rq_queue_names]
     claim = _script(conn, _CLAIM)
-    rows = claim(keys, [*args, "", 0, *map(job_queue_of, rq_queue_names)])
+    execution_id = uuid.uuid4().hex[:16]
+
+    def claim_from_lists(first_id: str = "", first_index: int = 0) -> tuple[list[Any], float]:
+        started = time.time()
+        args = [wanted, worker_name, utcformat(datetime.fromtimestamp(started, UTC)), started, alive_key("")]
+        args += [max(1, int(alive_seconds * 1000)), _paused_key(), execution_id, first_id, first_index]
+        return claim(keys, [*args, *job_queues]), started
+
+    rows, started = claim_from_lists()
     if not rows and block > 0:
         popped = conn.blpop(keys, timeout=block)
         if popped is None:
             return []
         key, job_id = popped
-        name = _text(key)[len(Queue.redis_queue_namespace_prefix) :]
-        if job_queue_of(name) in paused_queues():
-            conn.lpush(key, job_id)  # its queue was paused while this worker waited: hand it back
-            return []
-        rows = claim([], [1, *args[1:], job_id, 0])
+        # The popped job and as many more as wanted, in one more round trip, timed from now rather than from
+        # before the wait.
+        rows, started = claim_from_lists(_text(job_id), keys.index(_text(key)) + 1)
     return [
         Claim(
             job_id=_text(row[0]),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 from django.db import transaction
 
-from jobs import submit
+from jobs import submit, submit_many
 from jobs.exceptions import QueueNotFound
 from jobs.models import JobLog, JobStatus
 from jobs.monitoring import get_health, list_queue_stats
@@ -101,3 +102,47 @@ def test_requeue_failed__retries_every_failed_job_of_the_queue(redis_url, drain,
         assert requeue_failed("permanent") == 2
     assert {fresh(j).status for j in failed} == {JobStatus.QUEUED}
     assert requeue_failed("echo") == 0
+
+
+def _claim_in_background(wanted: int) -> tuple[threading.Thread, list]:
+    from jobs.queues import claim_jobs, rq_queue_name
+
+    result: list = []
+    names = [rq_queue_name("echo", priority) for priority in ("critical", "normal")]
+    thread = threading.Thread(
+        target=lambda: result.extend(claim_jobs(names, wanted, worker_name="probe", alive_seconds=5, block=3))
+    )
+    thread.start()
+    time.sleep(0.3)  # it is now waiting in BLPOP on empty lists
+    return thread, result
+
+
+def test_claim__a_job_popped_while_waiting_on_a_paused_queue_is_handed_back_at_the_head(redis_url, redis_conn):
+    from rq import Queue
+
+    from jobs.queues import queue_head
+
+    thread, claimed = _claim_in_background(wanted=4)
+    pause_queue("echo")
+    with transaction.atomic():
+        held = submit("echo", {"n": 1}, priority="critical")
+    thread.join(5)
+    assert claimed == []
+    assert queue_head("echo", "critical") == str(held.id)
+    assert redis_conn.hget(f"{Queue.job_class.redis_job_namespace_prefix}{held.id}", "status") == b"queued"
+
+
+def test_claim__wakes_on_the_first_job_and_takes_the_others_waiting_with_it(redis_url, redis_conn):
+    from jobs.queues import which_alive
+
+    thread, claimed = _claim_in_background(wanted=4)
+    pushed_at = time.time()
+    with transaction.atomic():
+        jobs = submit_many("echo", [{"n": n} for n in range(3)])  # one MULTI on commit: all three land at once
+    thread.join(5)
+    ids = {str(job.id) for job in jobs}
+    taken = {claim.job_id for claim in claimed}
+    assert taken == ids
+    # Started from when the wait ended, not from when it began.
+    assert all(claim.started_at >= pushed_at for claim in claimed)
+    assert which_alive(list(ids)) == taken
