@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import signal
 import threading
@@ -92,6 +93,24 @@ class JobsWorkerMixin:
                     self.connection.lpush(queue.key, job.id)  # type: ignore[attr-defined]
                     continue
             return result
+
+    def unsubscribe(self) -> None:
+        """rq's unsubscribe, with its wait really bounded.
+
+        rq unsubscribes first, so that Redis's reply wakes the listener thread, then stops the thread. A listener
+        that handles the reply before it is told to stop goes back to wait up to 60 s for a new subscription, and
+        redis-py 8's ``stop()`` waits for it: a worker's teardown then hung for a minute. The listener is told to
+        stop first (without waiting), the reply then ends it, and the wait is at most a second, as rq meant.
+        """
+        thread = getattr(self, "pubsub_thread", None)
+        if not thread:
+            return
+        if "timeout" in inspect.signature(thread.stop).parameters:
+            thread.stop(timeout=0)
+        else:
+            thread.stop()  # redis-py before 8: stop() only clears the flag
+        self.pubsub.unsubscribe()  # type: ignore[attr-defined]
+        thread.join(timeout=1)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         """Warm shutdown, bounded: the running job gets SHUTDOWN_GRACE seconds, then goes back to its queue."""

@@ -118,6 +118,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20, interval: float 
         time.sleep(interval)
 
 
+def _redis_picture(redis_url: str) -> str:
+    """What Redis holds of jobs and scheduler locks, for a drain that timed out."""
+    conn = Redis.from_url(redis_url)
+    keys = sorted(key.decode() for key in conn.keys("rq:*"))
+    parts = []
+    for key in keys:
+        kind = conn.type(key).decode()
+        if kind == "zset":
+            parts.append(f"{key}={conn.zrange(key, 0, -1, withscores=True)}")
+        elif kind == "string":
+            parts.append(f"{key}={conn.get(key)!r} ttl={conn.ttl(key)}")
+        elif kind == "hash" and key.startswith("rq:job:"):
+            parts.append(f"{key} status={conn.hget(key, 'status')!r}")
+        else:
+            parts.append(f"{key} ({kind})")
+    return f"time={time.time():.1f} " + "; ".join(parts)
+
+
 @pytest.fixture
 def drain(redis_url: str) -> Callable[..., None]:
     """Run an in-process SimpleWorker in bursts (with rq's scheduler) until ``until()`` holds."""
@@ -128,7 +146,7 @@ def drain(redis_url: str) -> Callable[..., None]:
         deadline = time.monotonic() + timeout
         while not until():
             if time.monotonic() > deadline:
-                raise AssertionError("jobs did not reach the expected state in time")
+                raise AssertionError(f"jobs did not reach the expected state in time; {_redis_picture(redis_url)}")
             worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
             time.sleep(0.05)
 

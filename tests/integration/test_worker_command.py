@@ -50,3 +50,26 @@ def test_jobs_worker__burst_runs_only_the_chosen_types(worker_class, workers):
     assert proc.returncode == 0, proc.stderr
     assert {JobLog.objects.get(pk=j.pk).status for j in chosen} == {JobStatus.SUCCEEDED}
     assert JobLog.objects.get(pk=other.pk).status == JobStatus.QUEUED
+
+
+@pytest.mark.parametrize(("worker_class", "concurrency"), [("simple", 1), ("thread", 4)])
+def test_worker_teardown__does_not_wait_out_a_listener_that_already_saw_its_unsubscribe(
+    worker_class, concurrency, redis_url
+):
+    import threading
+
+    from jobs.worker import build_worker
+    from tests.conftest import wait_for
+
+    worker = build_worker(worker_class=worker_class, concurrency=concurrency)
+    worker.subscribe()
+    wait_for(lambda: worker.pubsub.subscribed and worker.pubsub_thread.is_alive(), what="the listener")
+    # The race rq loses now and then: the listener handles the unsubscribe reply before it is told to stop,
+    # then waits up to 60 s for a new subscription (and redis-py 8's stop() waits for it).
+    worker.pubsub.unsubscribe()
+    wait_for(lambda: not worker.pubsub.subscribed, what="the listener to see the unsubscribe")
+
+    teardown = threading.Thread(target=worker.unsubscribe, daemon=True)
+    teardown.start()
+    teardown.join(10)
+    assert not teardown.is_alive(), "unsubscribe() waited for the listener's 60 s sleep"
