@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -21,6 +23,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def fresh(job: JobLog) -> JobLog:
     return JobLog.objects.get(pk=job.pk)
+
+
+def run_workers_until(
+    own_redis: Any, until: Callable[[], Any], what: str, worker_args: tuple[str, ...] = ("--worker-class", "simple")
+) -> None:
+    """Start one worker process on ``own_redis``, wait until ``until()`` holds, stop it."""
+    pool = WorkerProcesses(own_redis.url)
+    try:
+        pool.start(*worker_args)
+        wait_for(until, what=what)
+    finally:
+        pool.stop_all()
 
 
 def labels_run(conn: Redis) -> list[str]:
@@ -40,12 +54,9 @@ def test_reconcile__jobs_submitted_while_redis_is_down_run_once_it_is_back(own_r
     assert sorted(report.pushed_pending) == sorted(str(j.id) for j in jobs)
     assert {fresh(j).status for j in jobs} == {JobStatus.QUEUED}
 
-    pool = WorkerProcesses(own_redis.url)
-    try:
-        pool.start("--worker-class", "simple")
-        wait_for(lambda: all(fresh(j).status == JobStatus.SUCCEEDED for j in jobs), what="the recovered jobs")
-    finally:
-        pool.stop_all()
+    run_workers_until(
+        own_redis, lambda: all(fresh(j).status == JobStatus.SUCCEEDED for j in jobs), what="the recovered jobs"
+    )
     assert sorted(labels_run(Redis.from_url(own_redis.url))) == [f"job{i}" for i in range(5)]  # each exactly once
     assert reconcile(grace=0).total == 0  # nothing left to repair
 
@@ -60,12 +71,9 @@ def test_reconcile__redis_wiped_while_queued_restores_every_job_once(own_redis):
     report = reconcile(grace=0)
     assert len(report.repushed_missing) == 7
 
-    pool = WorkerProcesses(own_redis.url)
-    try:
-        pool.start("--worker-class", "simple")
-        wait_for(lambda: all(fresh(j).status == JobStatus.SUCCEEDED for j in [*jobs, delayed]), what="the jobs")
-    finally:
-        pool.stop_all()
+    run_workers_until(
+        own_redis, lambda: all(fresh(j).status == JobStatus.SUCCEEDED for j in [*jobs, delayed]), what="the jobs"
+    )
     assert sorted(labels_run(Redis.from_url(own_redis.url))) == sorted([f"job{i}" for i in range(6)] + ["later"])
 
 
@@ -151,12 +159,12 @@ def test_reconcile__overdue_scheduled_job_is_released(own_redis):
     assert fresh(job).status == JobStatus.SCHEDULED
     report = reconcile(grace=0)
     assert report.released_overdue == [str(job.id)] and fresh(job).status == JobStatus.QUEUED
-    pool = WorkerProcesses(own_redis.url)
-    try:
-        pool.start("--worker-class", "simple", "--without-scheduler")
-        wait_for(lambda: fresh(job).status == JobStatus.SUCCEEDED, what="the released job")
-    finally:
-        pool.stop_all()
+    run_workers_until(
+        own_redis,
+        lambda: fresh(job).status == JobStatus.SUCCEEDED,
+        what="the released job",
+        worker_args=("--worker-class", "simple", "--without-scheduler"),
+    )
 
 
 def test_reconcile__pushes_every_pending_row_in_one_pass(own_redis):
@@ -196,12 +204,7 @@ def test_reconcile__job_rq_gave_up_on_while_sql_says_queued_is_pushed_again(own_
 
     report = reconcile(grace=0)
     assert report.repushed_missing == [str(job.id)]
-    pool = WorkerProcesses(own_redis.url)
-    try:
-        pool.start("--worker-class", "simple")
-        wait_for(lambda: fresh(job).status == JobStatus.SUCCEEDED, what="the re-pushed job")
-    finally:
-        pool.stop_all()
+    run_workers_until(own_redis, lambda: fresh(job).status == JobStatus.SUCCEEDED, what="the re-pushed job")
     assert labels_run(Redis.from_url(own_redis.url)) == ["abandoned"]
 
 
@@ -218,12 +221,9 @@ def test_reconcile__job_popped_by_a_worker_that_died_before_starting_it_is_pushe
 
     report = reconcile(grace=0)
     assert report.repushed_missing == [str(dropped.id)]  # the one still in the list is left alone
-    pool = WorkerProcesses(own_redis.url)
-    try:
-        pool.start("--worker-class", "simple")
-        wait_for(lambda: {fresh(dropped).status, fresh(waiting).status} == {JobStatus.SUCCEEDED}, what="both jobs")
-    finally:
-        pool.stop_all()
+    run_workers_until(
+        own_redis, lambda: {fresh(dropped).status, fresh(waiting).status} == {JobStatus.SUCCEEDED}, what="both jobs"
+    )
     assert sorted(labels_run(Redis.from_url(own_redis.url))) == ["dropped", "waiting"]
 
 
@@ -242,12 +242,12 @@ def test_reconcile__job_claimed_by_a_pool_worker_that_died_before_starting_it_is
 
     report = reconcile(grace=0)
     assert report.repushed_missing == [str(claimed.id)]
-    pool = WorkerProcesses(own_redis.url)
-    try:
-        pool.start("--concurrency", "2")
-        wait_for(lambda: fresh(claimed).status == JobStatus.SUCCEEDED, what="the claimed job")
-    finally:
-        pool.stop_all()
+    run_workers_until(
+        own_redis,
+        lambda: fresh(claimed).status == JobStatus.SUCCEEDED,
+        what="the claimed job",
+        worker_args=("--concurrency", "2"),
+    )
     assert labels_run(Redis.from_url(own_redis.url)) == ["claimed"]
     assert fresh(claimed).attempts == 1
 
