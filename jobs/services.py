@@ -87,22 +87,15 @@ def get_or_submit(
         if existing is not None:
             return _replay(existing, clean_payload), False
 
-    now = timezone.now()
-    job = JobLog(
-        job_type=type_name,
-        queue=job_type.queue,
-        priority=priority,
-        # Written as what the push on commit makes it, so a submission commits once: if the push fails, the row
-        # goes back to pending, and if this process dies before pushing, the reconciler finds a queued row that
-        # Redis lacks and pushes it.
-        status=JobStatus.SCHEDULED if run_at is not None and run_at > now else JobStatus.QUEUED,
-        enqueued_at=now,
-        payload=clean_payload,
-        max_attempts=job_type.max_attempts,
+    job = _new_job(
+        job_type,
+        clean_payload,
         owner=owner,
+        priority=priority,
+        run_at=run_at,
+        now=timezone.now(),
         idempotency_key=idempotency_key,
         schedule=schedule,
-        run_at=run_at,
     )
     try:
         _insert_with_event(job)
@@ -145,26 +138,15 @@ def submit_many(
         except InvalidSubmission as exc:
             raise type(exc)(f"Payload #{index}: {exc}") from None
     now = timezone.now()
-    # Written as what the push on commit makes them, as submit() does: one INSERT per batch and no UPDATE.
-    status = JobStatus.SCHEDULED if run_at is not None and run_at > now else JobStatus.QUEUED
+    # One INSERT per batch and no UPDATE after the push (see _new_job).
     jobs = [
-        JobLog(
-            id=uuid.uuid4(),
-            job_type=type_name,
-            queue=job_type.queue,
-            priority=priority,
-            status=status,
-            enqueued_at=now,
-            payload=payload,
-            max_attempts=job_type.max_attempts,
-            owner=owner,
-            run_at=run_at,
-        )
+        _new_job(job_type, payload, owner=owner, priority=priority, run_at=run_at, now=now, id=uuid.uuid4())
         for payload in cleaned
     ]
     if not jobs:
         return jobs
-    event_data = _submitted_data(jobs[0])  # every job of the call has the same priority, queue and run_at
+    # Every job of the call has the same status, priority, queue and run_at.
+    status, event_data = jobs[0].status, _submitted_data(jobs[0])
     with transaction.atomic():
         JobLog.objects.bulk_create(jobs, batch_size=batch_size)
         JobEvent.objects.bulk_create(
@@ -173,6 +155,36 @@ def submit_many(
         )
     transaction.on_commit(partial(queues.push_many, jobs))
     return jobs
+
+
+def _new_job(
+    job_type: JobType,
+    payload: dict[str, Any],
+    *,
+    owner: Any,
+    priority: Priority,
+    run_at: datetime | None,
+    now: datetime,
+    **fields: Any,
+) -> JobLog:
+    """The unsaved row of a submission.
+
+    Written as what the push on commit makes it (queued, or scheduled for a later run_at), so a submission
+    commits once: if the push fails, the row goes back to pending, and if this process dies before pushing, the
+    reconciler finds a queued row that Redis lacks and pushes it.
+    """
+    return JobLog(
+        job_type=job_type.name,
+        queue=job_type.queue,
+        priority=priority,
+        status=JobStatus.SCHEDULED if run_at is not None and run_at > now else JobStatus.QUEUED,
+        enqueued_at=now,
+        payload=payload,
+        max_attempts=job_type.max_attempts,
+        owner=owner,
+        run_at=run_at,
+        **fields,
+    )
 
 
 def _insert_with_event(job: JobLog) -> None:
