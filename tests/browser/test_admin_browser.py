@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from typing import Any
 
@@ -31,20 +32,30 @@ def submit(page: Any, type_name: str, payload: dict[str, Any]) -> str:
     return str(response.json()["id"])
 
 
+def job_json(page: Any, job_id: str) -> dict[str, Any]:
+    response = page.request.get(f"/api/jobs/{job_id}/")
+    assert response.ok, response.text()
+    job: dict[str, Any] = response.json()
+    return job
+
+
 def job_status(page: Any, job_id: str) -> str:
-    return str(page.request.get(f"/api/jobs/{job_id}/").json()["status"])
+    return str(job_json(page, job_id)["status"])
 
 
-def wait_for_job(page: Any, job_id: str, status: str, timeout: float = 60_000) -> None:
-    page.wait_for_function(
-        """async ([id, status]) => {
-            const response = await fetch(`/api/jobs/${id}/`, {credentials: "same-origin"});
-            return (await response.json()).status === status;
-        }""",
-        arg=[job_id, status],
-        timeout=timeout,
-        polling=250,
-    )
+def wait_for_job(page: Any, job_id: str, status: str, *, attempts: int = 1, timeout: float = 60.0) -> None:
+    """Wait until the job has reached ``status`` in its ``attempts``-th attempt (or a later one)."""
+    # Polled from here, not with page.wait_for_function: that takes any truthy return as done, and an async
+    # predicate returns a Promise, which is truthy at once, so it would never wait.
+    deadline = time.monotonic() + timeout
+    job = job_json(page, job_id)
+    while job["status"] != status or job["attempts"] < attempts:
+        assert time.monotonic() < deadline, (
+            f"job {job_id} is still {job['status']!r} (attempt {job['attempts']}) after {timeout} s, "
+            f"not {status!r} (attempt {attempts})"
+        )
+        time.sleep(0.25)
+        job = job_json(page, job_id)
 
 
 def queue_paused(page: Any, name: str) -> bool:
@@ -176,7 +187,8 @@ def test_queues_page__requeue_failed_asks_for_confirmation(page: Any, demo_site:
     with page.expect_navigation():
         page.click("input[type=submit]")
     assert page.locator(".messagelist").get_by_text("failed jobs of “csv-stats”").is_visible()
-    wait_for_job(page, failed, "failed")  # the file is still missing: it fails again, under the same id
+    # The file is still missing: it fails again, under the same id.
+    wait_for_job(page, failed, "failed", attempts=2)
 
 
 def test_job_detail__retry_a_failed_job_and_watch_it_succeed(page: Any, demo_site: DemoSite) -> None:
