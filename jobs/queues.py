@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -151,7 +152,7 @@ def push_submitted(job: JobLog) -> None:
 
 
 def push_many(jobs: list[JobLog]) -> None:
-    """Hand just-committed bulk submissions to rq: one pipelined round trip per rq queue.
+    """Hand just-committed bulk submissions to rq: one round trip per rq queue and job type (per 1,000 jobs).
 
     Their rows already say queued (or scheduled). Jobs that wait for a run_at or are capped by a concurrency
     limit go one by one (rq schedules and rate-limits those outside a pipeline). On a Redis error, the rows of
@@ -160,21 +161,20 @@ def push_many(jobs: list[JobLog]) -> None:
     from .models import JobLog, JobStatus
 
     now = timezone.now()
-    pipelined: dict[str, list[JobLog]] = {}
+    pipelined: dict[tuple[str, str], list[JobLog]] = {}  # by rq queue and job type (a queue may serve several)
     one_by_one: list[JobLog] = []
     for job in jobs:
         if (job.run_at and job.run_at > now) or registry.get(job.job_type).concurrency:
             one_by_one.append(job)
         else:
-            pipelined.setdefault(rq_queue_name(job.queue, job.priority), []).append(job)
+            pipelined.setdefault((rq_queue_name(job.queue, job.priority), job.job_type), []).append(job)
     pushed: set[Any] = set()
     try:
-        for name, batch in pipelined.items():
-            queue = get_queue(name)
-            with get_connection().pipeline() as pipe:
-                queue.enqueue_many([Queue.prepare_data(RUNNER, **_rq_options(job)) for job in batch], pipeline=pipe)
-                pipe.execute()
-            pushed.update(job.pk for job in batch)
+        for (name, _type), batch in pipelined.items():
+            for start in range(0, len(batch), PUSH_CHUNK):
+                chunk = batch[start : start + PUSH_CHUNK]
+                push_ready(get_queue(name), chunk)
+                pushed.update(job.pk for job in chunk)
         for job in one_by_one:
             enqueue(job)
             pushed.add(job.pk)
@@ -223,12 +223,82 @@ def enqueue(job: JobLog) -> tuple[str, datetime]:
     if job_type.concurrency:
         queue.enqueue(RUNNER, **options)
     else:
-        # rq's bulk path, for one job: the same job hash and list push in one pipelined round trip, where
-        # enqueue() spends two (and a WATCH).
-        with get_connection().pipeline() as pipe:
-            queue.enqueue_many([Queue.prepare_data(RUNNER, **_rq_options(job))], pipeline=pipe)
-            pipe.execute()
+        push_ready(queue, [job])
     return JobStatus.QUEUED, now
+
+
+# rq's enqueue of a ready job, for many jobs in one round trip: what Queue.enqueue_many writes (the job hash as
+# Job.save() writes it, the list push, the queue's entry in rq:queues), without building an rq Job per job. The
+# hash's fields come from a job rq itself built once per queue and options (_HashTemplate); only the id, the
+# function call data, the description and the times differ from job to job.
+_PUSH = """
+local queues_key, queue_key, now = ARGV[1], ARGV[2], ARGV[3]
+local template_size = tonumber(ARGV[4])
+local fields = {}
+for i = 5, 4 + template_size do fields[#fields + 1] = ARGV[i] end
+local n = #fields
+fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'created_at', now, 'enqueued_at', now
+fields[n + 5], fields[n + 7] = 'data', 'description'
+redis.call('SADD', queues_key, queue_key)
+local ids = {}
+for i = 5 + template_size, #ARGV, 3 do
+    local key = 'rq:job:' .. ARGV[i]
+    fields[n + 6], fields[n + 8] = ARGV[i + 1], ARGV[i + 2]
+    redis.call('HSET', key, unpack(fields))
+    redis.call('PERSIST', key)  -- as Job.cleanup(ttl=None): a job pushed again must not expire
+    ids[#ids + 1] = ARGV[i]
+end
+redis.call('RPUSH', queue_key, unpack(ids))
+return #ids
+"""
+PUSH_CHUNK = 1000  # jobs per script call: Lua's unpack() takes a few thousand values at most
+_JOB_ID_PLACEHOLDER = "00000000-0000-0000-0000-00000000cafe"
+
+
+@dataclass(frozen=True)
+class _HashTemplate:
+    fields: list[Any]  # the constant field/value pairs of the job hash, flattened
+    data_parts: tuple[bytes, bytes]  # the serialized function call, before and after the job id
+
+
+_hash_templates: dict[tuple[str, int, int], _HashTemplate] = {}
+
+
+def _hash_template(queue: Queue, timeout: int, ttl: int) -> _HashTemplate:
+    key = (queue.name, timeout, ttl)
+    template = _hash_templates.get(key)
+    if template is None:
+        job = queue.create_job(
+            RUNNER,
+            args=(_JOB_ID_PLACEHOLDER,),
+            timeout=timeout,
+            result_ttl=ttl,
+            failure_ttl=ttl,
+            job_id=_JOB_ID_PLACEHOLDER,
+            description="",
+        )
+        job.origin = queue.name
+        mapping = {**job.to_dict(), "status": "queued"}
+        per_job = ("created_at", "enqueued_at", "data", "description")
+        fields = [item for name, value in mapping.items() if name not in per_job for item in (name, value)]
+        before, _, after = job.data.partition(_JOB_ID_PLACEHOLDER.encode())
+        template = _hash_templates[key] = _HashTemplate(fields, (before, after))
+    return template
+
+
+def push_ready(queue: Queue, jobs: list[JobLog]) -> None:
+    """Put ready jobs (no run_at, no concurrency cap) of one rq queue at its end, in one round trip."""
+    if not jobs:
+        return
+    options = _rq_options(jobs[0])
+    template = _hash_template(queue, options["timeout"], options["result_ttl"])
+    before, after = template.data_parts
+    args: list[Any] = [queue.redis_queues_keys, queue.key, utcformat(datetime.now(UTC)), len(template.fields)]
+    args += template.fields
+    for job in jobs:
+        job_id = str(job.id)
+        args += [job_id, zlib.compress(before + job_id.encode() + after), f"{job.job_type} {job_id}"]
+    _script(queue.connection, _PUSH)([], args)
 
 
 def requeue(job: JobLog) -> None:
