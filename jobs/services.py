@@ -216,8 +216,7 @@ def _insert_sql(obj: JobLog | JobEvent) -> tuple[str, list[Any]]:
     model = type(obj)
     cached = _insert_compilers.get(model)
     if cached is None:
-        meta = model._meta
-        fields = [field for field in meta.local_concrete_fields if field is not meta.auto_field]
+        fields = _insert_fields(model)
         query = InsertQuery(model)
         query.insert_values(fields, [obj])
         compiler = query.get_compiler(connection=connection)
@@ -228,6 +227,12 @@ def _insert_sql(obj: JobLog | JobEvent) -> tuple[str, list[Any]]:
 
 
 _insert_compilers: dict[type[Any], tuple[str, list[Any], Any]] = {}
+
+
+def _insert_fields(model: type[models.Model]) -> list[Any]:
+    """The columns Django's INSERT for ``model`` names, in its order."""
+    meta = model._meta
+    return [field for field in meta.local_concrete_fields if field is not meta.auto_field]
 
 
 def _insert_many_with_events(jobs: list[JobLog], event_data: dict[str, Any]) -> None:
@@ -264,7 +269,7 @@ def _select_list(
     insert_sql: str, params: list[Any], per_row: dict[str, str], model: type[models.Model]
 ) -> tuple[str, list[Any]]:
     """The SELECT list that replaces ``insert_sql``'s VALUES: a parameter per column, or ``per_row``'s expression."""
-    columns = [field.column for field in model._meta.local_concrete_fields if field is not model._meta.auto_field]
+    columns = [field.column for field in _insert_fields(model)]
     values = insert_sql.partition(" VALUES ")[2]
     # Django writes one plain placeholder per column for these models; anything else is not what this rewrites.
     assert values == "(" + ", ".join(["%s"] * len(columns)) + ")", values
