@@ -41,7 +41,7 @@ PEER_REQUIREMENTS = {
 }
 SYSTEMS = ("ours", "rq", "celery", "dramatiq")
 PEERS = SYSTEMS[1:]
-PHASES = ("enqueue", "noop", "io", "latency")
+PHASES = ("enqueue", "noop", "pool", "io", "latency")
 # A database of its own: the run empties its job tables over and over.
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/jobs_peers"
 
@@ -784,7 +784,8 @@ def run(bench: Bench) -> Measured:
     m = Measured()
     systems = list(a.systems)
     configs = [NOOP_1, NOOP_2] if "noop" in a.phases else []
-    configs += [NOOP_CONC] if bench.our_concurrency and "ours" in systems and "noop" in a.phases else []
+    pool = "noop" in a.phases or "pool" in a.phases
+    configs += [NOOP_CONC] if bench.our_concurrency and "ours" in systems and pool else []
     configs += [IO] if "io" in a.phases else []
     for rep in range(a.repeat):
         order = systems[rep % len(systems) :] + systems[: rep % len(systems)]  # spread drift over the systems
@@ -1033,7 +1034,8 @@ def main() -> int:
         nargs="*",
         choices=PHASES,
         default=list(PHASES),
-        help="measure only these (default: all): enqueue, noop (1 and 2 processes), io (50 ms jobs), latency; "
+        help="measure only these (default: all): enqueue, noop (1 and 2 processes, and ours --concurrency), "
+        "pool (only ours --concurrency), io (50 ms jobs), latency; "
         "none with --profile: only the profile",
     )
     parser.add_argument(
