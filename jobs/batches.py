@@ -90,16 +90,26 @@ def start_many(claims: Sequence[Claim], worker_name: str) -> tuple[list[Attempt]
     return attempts, skipped
 
 
+# The start of attempts commits without waiting for its WAL flush (synchronous_commit off for this one
+# transaction; set_config(..., true) ends with it). The wait is most of the statement's time, and what it guards
+# is small: only a crash of the database server itself within a fraction of a second can lose a start, and then
+# the row still says queued, so the job runs again (at least once, as after a worker crash), never lost. The
+# next durable commit flushes the WAL past it: every job that finished was also durably started. Inside a
+# caller's transaction the setting would reach the caller's own writes, so there the start stays durable.
+_ASYNC_COMMIT = "AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+
+
 def _start_postgresql(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
     # One statement, so one round trip and its own transaction: the UPDATE and the events' INSERT commit together.
     log, event = JobLog._meta.db_table, JobEvent._meta.db_table
     fields = JobLog._meta.concrete_fields
     quote = connection.ops.quote_name
+    relaxed = "" if connection.in_atomic_block else _ASYNC_COMMIT
     sql = f"""
         WITH started AS (
             UPDATE {quote(log)} SET status = %s, attempts = attempts + 1, started_at = %s, updated_at = %s,
                 worker_name = %s, failed_items = '[]'::jsonb, failed_items_count = 0
-            WHERE id = ANY(%s::uuid[]) AND status = ANY(%s::varchar[])
+            WHERE id = ANY(%s::uuid[]) AND status = ANY(%s::varchar[]) {relaxed}
             RETURNING {", ".join(quote(str(field.column)) for field in fields)}
         ), events AS (
             INSERT INTO {quote(event)} (job_id, kind, status, attempt, message, data, created_at)
