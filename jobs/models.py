@@ -77,8 +77,14 @@ class JobLog(models.Model):
     max_attempts = models.PositiveIntegerField(default=3)
     # A manual retry grants a fresh budget while `attempts` keeps counting: the budget starts here.
     attempts_before_retry = models.PositiveIntegerField(default=0)
+    # No index of its own: joblog_owner_created starts with it (every row written updates each index).
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        db_index=False,
     )
     # NULL, not "": only rows that carry a key take part in the idempotency constraints.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
@@ -162,7 +168,8 @@ class EventKind(models.TextChoices):
 class JobEvent(models.Model):
     """Append-only timeline of a job."""
 
-    job = models.ForeignKey(JobLog, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: jobevent_timeline starts with it.
+    job = models.ForeignKey(JobLog, on_delete=models.CASCADE, related_name="events", db_index=False)
     kind = models.CharField(max_length=20, choices=EventKind.choices)
     status = models.CharField(max_length=10, choices=JobStatus.choices, blank=True)
     attempt = models.PositiveIntegerField(default=0)
