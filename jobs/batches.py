@@ -1,9 +1,10 @@
 """The pool worker's SQL: start many attempts in one transaction, and record many successes in one.
 
-The per-job runner (jobs.runner.run_job) writes a transaction at the start and one at the end of every job. A pool
-worker claims jobs in batches, so it starts them with one UPDATE and one multi-row INSERT of their events, and
-writes the successes that finished together with one UPDATE per distinct outcome (no-op jobs all share one) and
-one INSERT. Every rarer outcome (failure, retry, cancel, deferral) goes through the runner's own functions.
+The per-job runner (jobs.runner.run_job) starts each job with runner.start_attempts and writes a transaction at the end
+of every job. A pool worker claims jobs in batches, so it starts a whole batch with that one statement (an UPDATE and a
+multi-row INSERT of their events), and writes the successes that finished together with one UPDATE per distinct outcome
+(no-op jobs all share one) and one INSERT. Every rarer outcome (failure, retry, cancel, deferral) goes through the
+runner's own functions.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, models, transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 from rq.job import Retry
 
@@ -76,8 +76,7 @@ def start_many(claims: Sequence[Claim], worker_name: str) -> tuple[list[Attempt]
     ids = [uuid.UUID(claim.job_id) for claim in plain]
     # Conditional on each job still waiting (any waiting status: see run_job): a cancel in between wins, and a
     # duplicate delivery of a job that already ran is never run twice.
-    start = _start_postgresql if connection.vendor == "postgresql" else _start_orm
-    started = {str(job.pk): job for job in start(ids, now, worker_name[:200])}
+    started = {str(job.pk): job for job in runner.start_attempts(ids, now, worker_name[:200])}
     attempts = []
     for claim in plain:
         job = started.get(claim.job_id)
@@ -88,68 +87,6 @@ def start_many(claims: Sequence[Claim], worker_name: str) -> tuple[list[Attempt]
         publish_status(job)
         attempts.append(Attempt(claim, job, job_type, JobContext(job, job.attempts)))
     return attempts, skipped
-
-
-# The start of attempts commits without waiting for its WAL flush (synchronous_commit off for this one
-# transaction; set_config(..., true) ends with it). The wait is most of the statement's time, and what it guards
-# is small: only a crash of the database server itself within a fraction of a second can lose a start, and then
-# the row still says queued, so the job runs again (at least once, as after a worker crash), never lost. The
-# next durable commit flushes the WAL past it: every job that finished was also durably started. Inside a
-# caller's transaction the setting would reach the caller's own writes, so there the start stays durable.
-_ASYNC_COMMIT = "AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
-
-
-def _start_postgresql(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
-    # One statement, so one round trip and its own transaction: the UPDATE and the events' INSERT commit together.
-    log, event = JobLog._meta.db_table, JobEvent._meta.db_table
-    fields = JobLog._meta.concrete_fields
-    quote = connection.ops.quote_name
-    relaxed = "" if connection.in_atomic_block else _ASYNC_COMMIT
-    sql = f"""
-        WITH started AS (
-            UPDATE {quote(log)} SET status = %s, attempts = attempts + 1, started_at = %s, updated_at = %s,
-                worker_name = %s, failed_items = '[]'::jsonb, failed_items_count = 0
-            WHERE id = ANY(%s::uuid[]) AND status = ANY(%s::varchar[]) {relaxed}
-            RETURNING {", ".join(quote(str(field.column)) for field in fields)}
-        ), events AS (
-            INSERT INTO {quote(event)} (job_id, kind, status, attempt, message, data, created_at)
-            SELECT id, %s, status, attempts, '', '{{}}'::jsonb, %s FROM started
-        )
-        SELECT * FROM started
-    """
-    params: list[Any] = [JobStatus.RUNNING, now, now, worker_name, ids, list(WAITING_STATUSES), EventKind.STARTED, now]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    # Built like the ORM builds rows (from_db, JSON decoded by its field), without a RawQuerySet's per-query setup.
-    json_fields = [(index, f) for index, f in enumerate(fields) if isinstance(f, models.JSONField)]
-    names = [field.attname for field in fields]
-    jobs = []
-    for row in rows:
-        values = list(row)
-        for index, json_field in json_fields:
-            values[index] = json_field.from_db_value(values[index], None, connection)  # type: ignore[arg-type]
-        jobs.append(JobLog.from_db(connection.alias, names, values))
-    return jobs
-
-
-def _start_orm(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
-    with transaction.atomic():
-        JobLog.objects.filter(pk__in=ids, status__in=WAITING_STATUSES).update(
-            status=JobStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=now,
-            worker_name=worker_name,
-            failed_items=[],
-            failed_items_count=0,
-        )
-        rows = list(
-            JobLog.objects.filter(pk__in=ids, status=JobStatus.RUNNING, started_at=now, worker_name=worker_name)
-        )
-        JobEvent.objects.bulk_create(
-            JobEvent(job=job, kind=EventKind.STARTED, status=JobStatus.RUNNING, attempt=job.attempts) for job in rows
-        )
-    return rows
 
 
 def finish_succeeded_many(succeeded: Sequence[Attempt]) -> None:

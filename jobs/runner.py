@@ -13,12 +13,14 @@ import socket
 import threading
 import time
 import traceback as tb
+import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connection, models, transaction
+from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import get_current_job
@@ -61,25 +63,14 @@ def run_job(job_id: str) -> Any:
         return admitted
     job_type = admitted
 
-    attempt = job.attempts + 1
-    now = timezone.now()
-    with transaction.atomic():
-        # Conditional on the job still waiting: a cancel that lands in between wins. Any waiting status will do,
-        # not just the one read above: the submitter marks the row queued just after pushing it, and a fast worker
-        # may read it as pending before that. Per-item failures belong to one attempt: a new one starts with none.
-        if not JobLog.objects.filter(pk=job.pk, status__in=WAITING_STATUSES).update(
-            status=JobStatus.RUNNING,
-            attempts=attempt,
-            started_at=now,
-            worker_name=_worker_name(),
-            failed_items=[],
-            failed_items_count=0,
-        ):
-            logger.info("Job %s changed while starting; not running it.", job_id)
-            return None
-        JobEvent.objects.create(job=job, kind=EventKind.STARTED, status=JobStatus.RUNNING, attempt=attempt)
-    job.status, job.attempts, job.started_at = JobStatus.RUNNING, attempt, now
-    job.failed_items, job.failed_items_count = [], 0
+    # Conditional on the job still waiting (any waiting status, not only the one read above): a cancel that lands
+    # in between wins.
+    started = start_attempts([job.pk], timezone.now(), _worker_name())
+    if not started:
+        logger.info("Job %s changed while starting; not running it.", job_id)
+        return None
+    [job] = started
+    attempt = job.attempts
     publish_status(job)
 
     ctx = JobContext(job, attempt)
@@ -101,6 +92,79 @@ def run_job(job_id: str) -> Any:
         if in_work_horse:
             # A work horse leaves with os._exit, taking the publisher thread along: send its frames first.
             flush_published()
+
+
+def start_attempts(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
+    """Start an attempt of each job that still waits (any waiting status): running, one more attempt, no per-item
+    failures yet (they belong to one attempt), and a "started" event each. Returns the started rows as written;
+    a job that no longer waits (canceled meanwhile, or a duplicate delivery of one that ran) is left alone.
+
+    One statement on PostgreSQL, one transaction elsewhere.
+    """
+    start = _start_attempts_postgresql if connection.vendor == "postgresql" else _start_attempts_orm
+    return start(ids, now, worker_name)
+
+
+# The start of attempts commits without waiting for its WAL flush (synchronous_commit off for this one
+# transaction; set_config(..., true) ends with it). The wait is most of the statement's time, and what it guards
+# is small: only a crash of the database server itself within a fraction of a second can lose a start, and then
+# the row still says queued, so the job runs again (at least once, as after a worker crash), never lost. The
+# next durable commit flushes the WAL past it: every job that finished was also durably started. Inside a
+# caller's transaction the setting would reach the caller's own writes, so there the start stays durable.
+_ASYNC_COMMIT = "AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+
+
+def _start_attempts_postgresql(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
+    # One statement, so one round trip and its own transaction: the UPDATE and the events' INSERT commit together.
+    log, event = JobLog._meta.db_table, JobEvent._meta.db_table
+    fields = JobLog._meta.concrete_fields
+    quote = connection.ops.quote_name
+    relaxed = "" if connection.in_atomic_block else _ASYNC_COMMIT
+    sql = f"""
+        WITH started AS (
+            UPDATE {quote(log)} SET status = %s, attempts = attempts + 1, started_at = %s, updated_at = %s,
+                worker_name = %s, failed_items = '[]'::jsonb, failed_items_count = 0
+            WHERE id = ANY(%s::uuid[]) AND status = ANY(%s::varchar[]) {relaxed}
+            RETURNING {", ".join(quote(str(field.column)) for field in fields)}
+        ), events AS (
+            INSERT INTO {quote(event)} (job_id, kind, status, attempt, message, data, created_at)
+            SELECT id, %s, status, attempts, '', '{{}}'::jsonb, %s FROM started
+        )
+        SELECT * FROM started
+    """
+    params: list[Any] = [JobStatus.RUNNING, now, now, worker_name, ids, list(WAITING_STATUSES), EventKind.STARTED, now]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # Built like the ORM builds rows (from_db, JSON decoded by its field), without a RawQuerySet's per-query setup.
+    json_fields = [(index, f) for index, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    names = [field.attname for field in fields]
+    jobs = []
+    for row in rows:
+        values = list(row)
+        for index, json_field in json_fields:
+            values[index] = json_field.from_db_value(values[index], None, connection)  # type: ignore[arg-type]
+        jobs.append(JobLog.from_db(connection.alias, names, values))
+    return jobs
+
+
+def _start_attempts_orm(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
+    with transaction.atomic():
+        JobLog.objects.filter(pk__in=ids, status__in=WAITING_STATUSES).update(
+            status=JobStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            worker_name=worker_name,
+            failed_items=[],
+            failed_items_count=0,
+        )
+        rows = list(
+            JobLog.objects.filter(pk__in=ids, status=JobStatus.RUNNING, started_at=now, worker_name=worker_name)
+        )
+        JobEvent.objects.bulk_create(
+            JobEvent(job=job, kind=EventKind.STARTED, status=JobStatus.RUNNING, attempt=job.attempts) for job in rows
+        )
+    return rows
 
 
 def admit(job: JobLog) -> JobType | Retry | None:

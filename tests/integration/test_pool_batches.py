@@ -1,4 +1,4 @@
-"""jobs.batches.start_many: the pool worker's start of many claimed jobs in one statement."""
+"""The start of attempts in one statement: the pool worker's batches (batches.start_many) and the per-job runner."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from jobs import batches, submit
+from jobs import batches, runner, submit
 from jobs.models import EventKind, JobEvent, JobLog, JobStatus
 from jobs.queues import Claim
 
@@ -46,7 +46,7 @@ def test_start_many__starts_the_waiting_jobs_and_leaves_the_session_durable(redi
     assert JobLog.objects.get(pk=canceled.pk).status == JobStatus.CANCELED
     if connection.vendor == "postgresql":
         [statement] = [q["sql"] for q in queries.captured_queries]
-        # Its own transaction skips the WAL flush wait (see batches._ASYNC_COMMIT) ...
+        # Its own transaction skips the WAL flush wait (see runner._ASYNC_COMMIT) ...
         assert "set_config('synchronous_commit', 'off', true)" in statement
         # ... and only its own: the connection's later writes are durable again.
         assert synchronous_commit() == "on"
@@ -61,3 +61,24 @@ def test_start_many__inside_a_callers_transaction_stays_durable(redis_url, trans
             assert synchronous_commit() == "on"
     assert [attempt.job.pk for attempt in attempts] == [job.pk]
     assert JobLog.objects.get(pk=job.pk).status == JobStatus.RUNNING
+
+
+def test_run_job__starts_with_the_same_one_statement(redis_url, transactional_db):
+    # The per-job runner (rq's worker modes) starts through runner.start_attempts too: one statement, not a
+    # BEGIN/UPDATE/INSERT/COMMIT of its own.
+    job = submit("greet", {"name": "single"})
+    with CaptureQueriesContext(connection) as queries:
+        runner.run_job(str(job.pk))
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+    assert list(job.events.order_by("id").values_list("kind", flat=True)) == [
+        EventKind.SUBMITTED,
+        EventKind.STARTED,
+        EventKind.SUCCEEDED,
+    ]
+    if connection.vendor == "postgresql":
+        starts = [q["sql"] for q in queries.captured_queries if "WITH started AS" in q["sql"]]
+        assert len(starts) == 1
+        assert "set_config('synchronous_commit', 'off', true)" in starts[0]
+        assert synchronous_commit() == "on"
