@@ -5,7 +5,8 @@
 
 Starts a private redis-server on a free loopback port, uses (and creates, and migrates) the PostgreSQL database in
 BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/jobs_peers), installs each peer into its own virtual
-environment under bench/.venvs/ on first use, then measures enqueue rates, processing rates (no-op and 50 ms sleep
+environment under bench/.venvs/ on first use (with --database sqlite, ours uses a SQLite file in WAL mode instead,
+configured as the demo configures it), then measures enqueue rates, processing rates (no-op and 50 ms sleep
 jobs), end-to-end latency, worker memory, and Redis commands, SQL statements and CPU per job. Every measurement is
 repeated --repeat times and the table shows medians with the ratio ours/peer. Every process it starts is stopped
 at the end, also on Ctrl-C. See bench/README.md for what each number means.
@@ -296,8 +297,12 @@ class Bench:
         self.procs = Procs(self.workdir)
         self.redis_port = 0
         self.redis: Any = None
-        self.pg: Any = None
-        self.database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+        self.db: Any = None  # psycopg, or sqlite3 with --database sqlite
+        self.sqlite = args.database == "sqlite"
+        if self.sqlite:
+            self.database_url = f"sqlite:///{self.workdir / 'bench.sqlite3'}"
+        else:
+            self.database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
         self.our_concurrency = False
         self.versions: dict[str, str] = {}
         self._sql_dirs = 0
@@ -347,10 +352,17 @@ class Bench:
         self.versions["redis-server"] = str(self.redis.info("server")["redis_version"])
 
     @property
+    def database_name(self) -> str:
+        return "SQLite (WAL, synchronous=NORMAL)" if self.sqlite else "PostgreSQL"
+
+    @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def setup_database(self) -> None:
+        if self.sqlite:
+            self.setup_sqlite()
+            return
         import psycopg
         from psycopg import conninfo, sql
 
@@ -364,25 +376,38 @@ class Bench:
         subprocess.run(
             [sys.executable, "-m", "django", "migrate", "--verbosity", "0"], cwd=ROOT, env=self.env("ours"), check=True
         )
-        self.pg = psycopg.connect(self.database_url, autocommit=True)
+        self.db = psycopg.connect(self.database_url, autocommit=True)
         # The run truncates the job tables again and again: never in a database that holds anyone else's jobs.
-        foreign = self.pg.execute("SELECT count(*) FROM jobs_joblog WHERE job_type NOT LIKE 'bench-%'").fetchone()
+        foreign = self.db.execute("SELECT count(*) FROM jobs_joblog WHERE job_type NOT LIKE 'bench-%'").fetchone()
         if foreign is not None and foreign[0]:
             raise RuntimeError(
                 f"{name} holds {foreign[0]} jobs that are not this benchmark's; refusing to empty it. "
                 "Point BENCH_DATABASE_URL at a database of its own."
             )
-        self.versions["postgresql"] = str(self.pg.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        self.versions["postgresql"] = str(self.db.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+
+    def setup_sqlite(self) -> None:
+        import sqlite3
+
+        # A new file in this run's directory; bench.settings takes tests.settings' SQLite options (WAL,
+        # synchronous=NORMAL, IMMEDIATE transactions, a busy timeout), which are the demo's.
+        subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "--verbosity", "0"], cwd=ROOT, env=self.env("ours"), check=True
+        )
+        self.db = sqlite3.connect(self.database_url.removeprefix("sqlite:///"), isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA synchronous=NORMAL")  # as the workers' connections (WAL is the file's own mode)
+        journal = self.db.execute("PRAGMA journal_mode").fetchone()[0]
+        self.versions["sqlite"] = f"{sqlite3.sqlite_version} ({journal})"
 
     def commit_latency(self, count: int = 200) -> str:
         """p50/p90 of a one-row autocommit INSERT: what one durable SQL write costs on this machine right now."""
-        self.pg.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (x int)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (x int)")
         took = []
         for i in range(count):
             t0 = time.perf_counter()
-            self.pg.execute("INSERT INTO bench_commit_probe VALUES (%s)", (i,))
+            self.db.execute(f"INSERT INTO bench_commit_probe VALUES ({'?' if self.sqlite else '%s'})", (i,))
             took.append((time.perf_counter() - t0) * 1000)
-        self.pg.execute("DROP TABLE bench_commit_probe")
+        self.db.execute("DROP TABLE bench_commit_probe")
         return f"p50 {percentile(took, 50):.2f} ms, p90 {percentile(took, 90):.2f} ms"
 
     def version(self, system: str) -> str:
@@ -411,8 +436,8 @@ class Bench:
 
     def close(self) -> None:
         self.procs.stop_all()
-        if self.pg is not None:
-            self.pg.close()
+        if self.db is not None:
+            self.db.close()
         strays = self.procs.strays()
         if strays:
             log("stray processes found and killed:\n  " + "\n  ".join(strays))
@@ -431,12 +456,17 @@ class Bench:
         self.redis.flushall()
         tables = [
             row[0]
-            for row in self.pg.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'jobs\\_%'"
+            for row in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'jobs\\_%' ESCAPE '\\'"
+                if self.sqlite
+                else "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'jobs\\_%'"
             )
         ]
-        if tables:
-            self.pg.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+        if self.sqlite:
+            for table in tables:
+                self.db.execute(f'DELETE FROM "{table}"')  # this connection does not enforce foreign keys
+        elif tables:
+            self.db.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
 
     def sql_dir(self) -> Path:
         self._sql_dirs += 1
@@ -487,17 +517,19 @@ class Bench:
         return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
     def pg_stats(self) -> dict[str, float]:
+        if self.sqlite:
+            return {}  # SQLite keeps no such statistics; the statement counts still come from sqlcount
         # Backends flush their statistics when they exit: wait for the workers' connections to be gone.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            row = self.pg.execute(
+            row = self.db.execute(
                 "SELECT numbackends FROM pg_stat_database WHERE datname = current_database()"
             ).fetchone()
             if row[0] <= 1:
                 break
             time.sleep(0.1)
-        self.pg.execute("SELECT pg_stat_clear_snapshot()")
-        row = self.pg.execute(
+        self.db.execute("SELECT pg_stat_clear_snapshot()")
+        row = self.db.execute(
             "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched "
             "FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
@@ -505,7 +537,7 @@ class Bench:
         return dict(zip(names, (float(v) for v in row), strict=True))
 
     def job_statuses(self) -> dict[str, int]:
-        return dict(self.pg.execute("SELECT status, count(*) FROM jobs_joblog GROUP BY status").fetchall())
+        return dict(self.db.execute("SELECT status, count(*) FROM jobs_joblog GROUP BY status").fetchall())
 
     # ---- worker commands
 
@@ -1043,6 +1075,12 @@ def main() -> int:
         action="store_true",
         help="afterwards, profile one no-op run of ours (1 process) with cProfile (wall clock)",
     )
+    parser.add_argument(
+        "--database",
+        choices=("postgresql", "sqlite"),
+        default="postgresql",
+        help="ours on PostgreSQL (BENCH_DATABASE_URL) or on a new SQLite file in WAL mode, as in the demo",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs and the temporary directory")
     args = parser.parse_args()
     quick = {"repeat": 1, "jobs": 1000, "io_jobs": 320, "enqueue_jobs": 500, "bulk_jobs": 2000, "latency_samples": 50}
@@ -1071,14 +1109,14 @@ def main() -> int:
             + "; ".join(f"{k}: {v}" for k, v in bench.versions.items())
             + f"; ours --concurrency: {'yes' if bench.our_concurrency else 'no'}"
         )
-        log(f"PostgreSQL durable one-row INSERT (autocommit) now: {bench.commit_latency()}")
+        log(f"{bench.database_name} durable one-row INSERT (autocommit) now: {bench.commit_latency()}")
         if args.phases:
             report(bench, run(bench))
         if args.profile and "ours" in args.systems:
             profile_ours(bench, "wall")
         load = os.getloadavg()
         log(f"\nfinished in {time.monotonic() - started:.0f} s; load average at the end {load[0]:.2f} {load[1]:.2f}")
-        log(f"PostgreSQL durable one-row INSERT (autocommit) at the end: {bench.commit_latency()}")
+        log(f"{bench.database_name} durable one-row INSERT (autocommit) at the end: {bench.commit_latency()}")
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         bench.failed = True
