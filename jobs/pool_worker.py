@@ -5,7 +5,8 @@ this worker works in batches:
 
 - it claims up to as many jobs as it has free slots with one Lua script (pop in strict priority order, skip
   paused queues, mark the rq job started, add it to rq's StartedJobRegistry, set its liveness key), and starts
-  them in SQL with one UPDATE and one INSERT (jobs.batches);
+  them in SQL with one statement (jobs.runner.start_attempts); while handlers are short, as many more are claimed
+  and held ready, so that a slot that frees up starts its next job at once (see _capacity);
 - sync handlers run on a pool of threads, ``async def`` handlers as tasks on one event loop in the process;
 - one watcher thread looks after every running handler: liveness beats and cancel requests in one pipelined
   round trip for all of them, progress flushes, timeouts and the cancel grace (jobs.runner.AttemptGuard);
@@ -26,6 +27,7 @@ import queue as queue_module
 import threading
 import time
 import traceback
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +57,7 @@ WORKER_HEARTBEAT_SECONDS = 10.0
 SUSPENSION_CHECK_SECONDS = 1.0
 BATCH_GATHER_SECONDS = 0.002
 SHORT_JOB_SECONDS = 0.01  # handlers typically shorter than this are claimed in batches
+HOLD_READY_BELOW_SECONDS = 1.0  # handlers typically shorter than this get a few started jobs held ready behind them
 
 
 class AsyncInterrupter:
@@ -80,18 +83,25 @@ class PoolWatcher(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="jobs-pool-watch", daemon=True)
         self._guards: dict[str, runner.AttemptGuard] = {}
+        self._held: set[str] = set()  # started jobs held ready for a free slot: beaten, not yet guarded
         self._lock = threading.Lock()
         self._closed = threading.Event()
         settings = jobs_settings()
         self._poll = settings.CANCEL_POLL_INTERVAL
         self._beat_every = settings.HEARTBEAT_INTERVAL
 
+    def hold(self, job_id: str) -> None:
+        with self._lock:
+            self._held.add(job_id)
+
     def add(self, guard: runner.AttemptGuard) -> None:
         with self._lock:
+            self._held.discard(guard.ctx.job_id)
             self._guards[guard.ctx.job_id] = guard
 
     def remove(self, job_id: str) -> None:
         with self._lock:
+            self._held.discard(job_id)
             self._guards.pop(job_id, None)
 
     def guards(self) -> list[runner.AttemptGuard]:
@@ -101,22 +111,23 @@ class PoolWatcher(threading.Thread):
     def run(self) -> None:
         next_beat = time.monotonic() + self._beat_every  # the claim set every liveness key
         while not self._closed.wait(self._poll):
-            guards = self.guards()
-            if not guards:
-                continue
+            with self._lock:
+                guards, held = list(self._guards.values()), list(self._held)
             now = time.monotonic()
             beat = now >= next_beat
+            if not guards and not (beat and held):
+                continue
+            # Held jobs only need their liveness kept; a cancel request waits in Redis for their guard's first tick.
+            ids = [guard.ctx.job_id for guard in guards] + (held if beat else [])
             try:
-                flags = queues.beat_and_check_cancel(
-                    [guard.ctx.job_id for guard in guards], self._beat_every * 3 if beat else None
-                )
+                flags = queues.beat_and_check_cancel(ids, self._beat_every * 3 if beat else None)
                 if beat:
                     next_beat = now + self._beat_every
             except RedisError:
                 # Redis away: the jobs run on, timeouts still hold; beats and cancel requests resume later.
                 logger.warning("Redis unavailable to the pool watcher", exc_info=True)
-                flags = [False] * len(guards)
-            for guard, cancel_requested in zip(guards, flags, strict=True):
+                flags = [False] * len(ids)
+            for guard, cancel_requested in zip(guards, flags[: len(guards)], strict=True):
                 try:
                     guard.tick(now, cancel_requested)
                 except Exception:  # noqa: BLE001 - one job's trouble must not stop the watch over the others
@@ -137,10 +148,14 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
         super().__init__(*args, **kwargs)
         self.concurrency = concurrency
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="jobs-run")
-        # Under _slots: claims whose handler has not returned yet (at most `concurrency`), and handlers that
-        # returned but whose outcome is not recorded yet. The finisher records while new handlers already run;
-        # both together stay under twice the concurrency, so a stuck database stops the claiming.
+        # Under _slots: claims whose handler has not returned yet (running, or started and held ready), the
+        # handlers running (at most `concurrency`), and handlers that returned but whose outcome is not recorded
+        # yet. The finisher records while new handlers already run; the claimed and the unrecorded together stay
+        # under twice the capacity, so a stuck database stops the claiming.
         self._handlers = 0
+        self._running = 0
+        self._ready: deque[Attempt] = deque()
+        self._hold_ready = concurrency  # measured: fewer left the threads idle between jobs (bench/)
         self._unrecorded = 0
         self._typical_handler_seconds = 0.0
         self._slots = threading.Condition()
@@ -149,6 +164,7 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
         self._finisher = threading.Thread(target=self._finish_loop, name="jobs-pool-finish", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        self._loop_lock = threading.Lock()
         self._rq_queue_names = [q.name for q in self.queues]
         self._last_worker_heartbeat = 0.0
         self._suspension_checked_at = 0.0
@@ -235,11 +251,23 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
                     break
             return self._free()
 
+    def _capacity(self) -> int:
+        """How many claims may be in hand: the concurrency, plus as many started jobs held ready while handlers are
+        short, so that a slot that frees up takes its next job at once instead of after a claim and a start (two
+        round trips, most of a short job's overhead; and the claims and starts come in bigger batches). A held job
+        is already running in SQL (its started_at is early by its wait, at most about one typical handler) and is
+        beaten like a running one. Longer handlers get none: a job held behind them would wait while another
+        worker may be idle."""
+        short = self._typical_handler_seconds < HOLD_READY_BELOW_SECONDS
+        return self.concurrency + (self._hold_ready if short else 0)
+
     def _busy(self) -> bool:
-        return self._handlers >= self.concurrency or self._handlers + self._unrecorded >= 2 * self.concurrency
+        capacity = self._capacity()
+        return self._handlers >= capacity or self._handlers + self._unrecorded >= 2 * capacity
 
     def _free(self) -> int:
-        return max(0, min(self.concurrency - self._handlers, 2 * self.concurrency - self._handlers - self._unrecorded))
+        capacity = self._capacity()
+        return max(0, min(capacity - self._handlers, 2 * capacity - self._handlers - self._unrecorded))
 
     def _idle(self) -> bool:
         return self._handlers == 0 and self._unrecorded == 0
@@ -268,11 +296,15 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
         if skipped:
             self._finish_skipped(skipped)
         for attempt in attempts:
-            attempt.dispatched_at = time.monotonic()
-            if inspect.iscoroutinefunction(attempt.job_type.handler):
-                self._start_async(attempt)
-            else:
-                self._pool.submit(self._run_in_thread, attempt)
+            with self._slots:
+                hold = self._running >= self.concurrency
+                if hold:
+                    self._ready.append(attempt)
+                    self._watcher.hold(attempt.ctx.job_id)
+                else:
+                    self._running += 1
+            if not hold:
+                self._dispatch(attempt)
         if was_idle:
             # After the handlers are on their way: rq tooling may see "busy" a moment late, the job starts sooner.
             self._wait_for_redis(lambda: self.set_state(WorkerStatus.BUSY))
@@ -292,6 +324,27 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
         self._release(handlers=len(claims))
 
     # Running handlers ---------------------------------------------------------------------------------------
+
+    def _dispatch(self, attempt: Attempt) -> None:
+        """Run a started attempt now (its slot is counted in _running)."""
+        attempt.dispatched_at = time.monotonic()
+        if inspect.iscoroutinefunction(attempt.job_type.handler):
+            self._start_async(attempt)
+        else:
+            self._pool.submit(self._run_in_thread, attempt)
+
+    def _return_held(self) -> None:
+        """Stopping: started jobs still held ready go back to their queues unrun, like a job interrupted by a
+        shutdown (the runner's WorkerShutdown outcome: back to queued, the attempt not counted)."""
+        with self._slots:
+            held = list(self._ready)
+            self._ready.clear()
+        for attempt in held:
+            # The finisher concludes attempts through their guard; this one is stopped before it could ever fire.
+            attempt.guard = runner.AttemptGuard(attempt.ctx, runner.ThreadInterrupter(threading.get_ident()))
+            attempt.guard.stop()
+            attempt.error = WorkerShutdown()
+            self._handler_done(attempt, ran=False)
 
     def _run_in_thread(self, attempt: Attempt) -> None:
         close_old_connections()
@@ -339,11 +392,12 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
             self._handler_done(attempt)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(target=self._loop.run_forever, name="jobs-pool-loop", daemon=True)
-            self._loop_thread.start()
-        return self._loop
+        with self._loop_lock:  # the main thread and a handler's thread (a held job's dispatch) may both start it
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(target=self._loop.run_forever, name="jobs-pool-loop", daemon=True)
+                self._loop_thread.start()
+            return self._loop
 
     # Finishing ----------------------------------------------------------------------------------------------
 
@@ -435,13 +489,22 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
         execution.created_at = datetime.fromtimestamp(claim.started_at, UTC)
         return execution
 
-    def _handler_done(self, attempt: Attempt) -> None:
+    def _handler_done(self, attempt: Attempt, *, ran: bool = True) -> None:
         took = time.monotonic() - attempt.dispatched_at
+        following = None
         with self._slots:
-            self._typical_handler_seconds += (took - self._typical_handler_seconds) / 8  # a moving average
+            if ran:
+                self._typical_handler_seconds += (took - self._typical_handler_seconds) / 8  # a moving average
+                self._running -= 1
+                # The freed slot takes a held job at once; a stopping worker hands those back instead.
+                if self._ready and not self._stop_requested:
+                    following = self._ready.popleft()
+                    self._running += 1
             self._handlers -= 1
             self._unrecorded += 1
             self._slots.notify_all()
+        if following is not None:
+            self._dispatch(following)
         self._finished.put(attempt)
 
     def _release(self, *, handlers: int = 0, unrecorded: int = 0) -> None:
@@ -480,10 +543,15 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
             guard.interrupt(WorkerShutdown)  # the runner puts the job back on its queue
 
     def teardown(self) -> None:
-        # The loop has ended (stop, burst done, max jobs): the jobs in flight finish and are recorded first.
-        with self._slots:
-            while not self._idle():
-                self._slots.wait(timeout=1.0)
+        # The loop has ended (stop, burst done, max jobs): the jobs in flight finish and are recorded first. Held
+        # jobs run too, unless the worker is stopping (a stop request may also come while this waits).
+        while True:
+            if self._stop_requested:
+                self._return_held()
+            with self._slots:
+                if self._idle():
+                    break
+                self._slots.wait(timeout=0.2)
         self._pool.shutdown(wait=True)
         self._finished.put(None)
         self._finisher.join(timeout=10)

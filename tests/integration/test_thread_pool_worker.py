@@ -87,6 +87,44 @@ def test_thread_pool__timeout_interrupts_a_job_in_its_thread(workers, redis_conn
     assert proc.poll() is None
 
 
+def test_thread_pool__jobs_held_ready_never_run_beyond_the_concurrency(workers, redis_conn):
+    # Sync handlers are also bounded by the thread count; async ones only by the worker's own count.
+    jobs = submit_many("span", [{"seconds": 0.1}] * 6) + submit_many("async-span", [{"seconds": 0.1}] * 6)
+    workers.start("--concurrency", "2", "--queues", "span", "async-span")
+    wait_for(lambda: all(fresh(job).is_finished for job in jobs), timeout=30, what="all jobs")
+    assert {fresh(job).status for job in jobs} == {JobStatus.SUCCEEDED}, workers.output()
+    edges = sorted(
+        (float(at), int(step)) for at, step in (v.decode().split() for v in redis_conn.lrange("test:spans", 0, -1))
+    )
+    running = [sum(step for _at, step in edges[: i + 1]) for i in range(len(edges))]
+    assert len(edges) == 24
+    assert max(running) == 2  # both slots used, never a third handler, though a job is held ready behind them
+
+
+def test_thread_pool__stop_hands_a_job_held_ready_back_unrun(workers, redis_conn):
+    # Two slots: the first claim takes all three jobs, runs two and holds the third ready (already running in SQL).
+    with transaction.atomic():
+        first = [submit("cooperative", {"steps": 40}) for _ in range(2)]  # about 2 s each
+        held = submit("cooperative", {"steps": 1})
+    proc = workers.start("--concurrency", "2", "--queues", "cooperative")
+    wait_for(
+        lambda: all(redis_conn.llen(f"test:started:{job.pk}") == 1 for job in first), what="the first two handlers"
+    )
+    assert fresh(held).status == JobStatus.RUNNING, workers.output()
+
+    proc.send_signal(signal.SIGTERM)  # warm shutdown: the running jobs finish, the held one goes back
+    proc.wait(30)
+    assert {fresh(job).status for job in first} == {JobStatus.SUCCEEDED}, workers.output()
+    back = fresh(held)
+    assert (back.status, back.attempts, back.started_at) == (JobStatus.QUEUED, 0, None)
+    assert back.events.filter(kind=EventKind.INTERRUPTED).count() == 1
+    assert redis_conn.llen(f"test:started:{held.pk}") == 0  # its handler never ran
+
+    workers.start("--concurrency", "2", "--queues", "cooperative")
+    wait_for(lambda: fresh(held).status == JobStatus.SUCCEEDED, what="the held job, run by the next worker")
+    assert fresh(held).attempts == 1
+
+
 def test_thread_pool__killed_worker_loses_no_job(workers):
     victim = workers.start("--concurrency", "4", "--queues", "cooperative")
     with transaction.atomic():

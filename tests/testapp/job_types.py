@@ -72,6 +72,14 @@ def cooperative(ctx: Any, payload: dict[str, Any]) -> dict[str, int] | None:
     return {"steps": steps}
 
 
+@job_type("span")
+def span(ctx: Any, payload: dict[str, Any]) -> None:
+    """Sleeps, and records when its handler began and ended: tests count the handlers running at once."""
+    record("spans", f"{time.time()} 1")
+    time.sleep(payload.get("seconds", 0.1))
+    record("spans", f"{time.time()} -1")
+
+
 @job_type("stubborn", timeout=60)
 def stubborn(ctx: Any, payload: dict[str, Any]) -> str:
     """Never looks at ctx.is_canceled(): only the runner can stop it."""
@@ -131,6 +139,16 @@ async def async_nap(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
 
     await asyncio.sleep(payload.get("seconds", 1))
     return {"thread": threading.current_thread().name}
+
+
+@job_type("async-span")
+async def async_span(ctx: Any, payload: dict[str, Any]) -> None:
+    """span's ``async def`` twin: the pool worker runs it on its event loop, not on a thread."""
+    import asyncio
+
+    record("spans", f"{time.time()} 1")
+    await asyncio.sleep(payload.get("seconds", 0.1))
+    record("spans", f"{time.time()} -1")
 
 
 @job_type("crashy", max_attempts=3, backoff=(0, 0), timeout=60)
