@@ -40,6 +40,21 @@ def test_submit_many__queues_every_job_and_all_of_them_run(redis_url, drain, tra
     assert sorted(JobLog.objects.values_list("result", flat=True)) == sorted(f"Hello n{i}" for i in range(100))
 
 
+def test_submit_many__returns_rows_as_submit_would(redis_url, transactional_db):
+    owner = make_user("returned")
+    first, second = jobs.submit_many("greet", [{"name": "a"}, {"name": "b"}], user=owner)
+    with CaptureQueriesContext(connection) as queries:
+        assert first.owner == owner and second.owner == owner  # known already: no query per row
+    assert queries.captured_queries == []
+    # Each row has its own containers: changing one row's never changes another's.
+    first.failed_items.append({"item": "x"})
+    first.progress_data["seen"] = 1
+    assert (second.failed_items, second.progress_data) == ([], {})
+    single = jobs.submit("greet", {"name": "c"}, user=owner)
+    same = ("status", "priority", "queue", "max_attempts", "attempts", "progress_percent", "result", "run_at")
+    assert [getattr(second, name) for name in same] == [getattr(single, name) for name in same]
+
+
 def test_submit_many__several_batches_in_one_transaction(redis_url, transactional_db):
     with CaptureQueriesContext(connection) as queries:
         submitted = jobs.submit_many("greet", [{"name": f"n{i}"} for i in range(100)], batch_size=30)
