@@ -74,7 +74,7 @@ def start_many(claims: Sequence[Claim], worker_name: str) -> tuple[list[Attempt]
 
     now = timezone.now()
     ids = [uuid.UUID(claim.job_id) for claim in plain]
-    # Conditional on each job still waiting (any waiting status: see run_job): a cancel in between wins, and a
+    # Conditional on each job still waiting (any waiting status: see start_attempts): a cancel in between wins, and a
     # duplicate delivery of a job that already ran is never run twice.
     started = {str(job.pk): job for job in runner.start_attempts(ids, now, worker_name[:200])}
     attempts = []

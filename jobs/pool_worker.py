@@ -57,7 +57,7 @@ WORKER_HEARTBEAT_SECONDS = 10.0
 SUSPENSION_CHECK_SECONDS = 1.0
 BATCH_GATHER_SECONDS = 0.002
 SHORT_JOB_SECONDS = 0.01  # handlers typically shorter than this are claimed in batches
-HOLD_READY_BELOW_SECONDS = 1.0  # handlers typically shorter than this get a few started jobs held ready behind them
+HOLD_READY_BELOW_SECONDS = 1.0  # handlers typically shorter than this get started jobs held ready behind them
 
 
 class AsyncInterrupter:
@@ -155,7 +155,6 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
         self._handlers = 0
         self._running = 0
         self._ready: deque[Attempt] = deque()
-        self._hold_ready = concurrency  # measured: fewer left the threads idle between jobs (bench/)
         self._unrecorded = 0
         self._typical_handler_seconds = 0.0
         self._slots = threading.Condition()
@@ -258,8 +257,9 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
         is already running in SQL (its started_at is early by its wait, at most about one typical handler) and is
         beaten like a running one. Longer handlers get none: a job held behind them would wait while another
         worker may be idle."""
+        # As many held as running: fewer left the threads idle between short jobs (measured with bench/peers.py).
         short = self._typical_handler_seconds < HOLD_READY_BELOW_SECONDS
-        return self.concurrency + (self._hold_ready if short else 0)
+        return 2 * self.concurrency if short else self.concurrency
 
     def _busy(self) -> bool:
         capacity = self._capacity()
