@@ -27,6 +27,7 @@ from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobStatus
 from .progress import JobContext, publish_status
 from .queues import Claim
 from .registry import JobType
+from .sqlite_writes import write_turn
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def _finish_orm(succeeded: Sequence[Attempt], now: datetime) -> set[uuid.UUID]:
         key = _json([attempt.job.attempts, fields])
         groups.setdefault(key, (fields, attempt.job.attempts, []))[2].append(attempt.job.pk)
     written: set[uuid.UUID] = set()
-    with transaction.atomic():
+    with write_turn(), transaction.atomic():
         for fields, attempt_number, ids in groups.values():
             count = JobLog.objects.filter(pk__in=ids, status=JobStatus.RUNNING, attempts=attempt_number).update(
                 status=JobStatus.SUCCEEDED, finished_at=now, **fields

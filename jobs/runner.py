@@ -35,6 +35,7 @@ from .exceptions import InvalidPayload, JobCanceled, UnknownJobType, WorkerShutd
 from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobStatus
 from .progress import JobContext, flush_published, publish_status
 from .registry import JobType
+from .sqlite_writes import write_turn
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _start_attempts_postgresql(ids: list[uuid.UUID], now: datetime, worker_name:
 
 
 def _start_attempts_orm(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
-    with transaction.atomic():
+    with write_turn(), transaction.atomic():
         JobLog.objects.filter(pk__in=ids, status__in=WAITING_STATUSES).update(
             status=JobStatus.RUNNING,
             attempts=F("attempts") + 1,
@@ -340,7 +341,7 @@ def _finish(
 ) -> None:
     now = timezone.now()
     progress = ctx.progress_fields() if ctx is not None else {}
-    with transaction.atomic():
+    with write_turn(), transaction.atomic():
         if not _this_attempt(job).update(status=status, finished_at=now, **{**progress, **fields}):
             return _taken_over(job)
         JobEvent.objects.create(

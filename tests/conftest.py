@@ -241,3 +241,12 @@ def own_redis(settings, transactional_db) -> Iterator[OwnRedis]:
     yield server
     server.stop()
     shutil.rmtree(server.dir, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    # Django removes the SQLite test database; jobs.sqlite_writes's lock file beside it is this run's to remove.
+    from django.conf import settings
+
+    test_name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if test_name:
+        Path(f"{test_name}-jobs-write-lock").unlink(missing_ok=True)
