@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -102,6 +104,8 @@ def finish_succeeded_many(succeeded: Sequence[Attempt]) -> None:
     now = timezone.now()
     if connection.vendor == "postgresql":
         written_ids = _finish_postgresql(succeeded, now)
+    elif connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):  # UPDATE ... RETURNING
+        written_ids = _finish_sqlite(succeeded, now)
     else:
         written_ids = _finish_orm(succeeded, now)
     for attempt in succeeded:
@@ -154,16 +158,66 @@ def _finish_postgresql(succeeded: Sequence[Attempt], now: datetime) -> set[uuid.
         return {row[0] if isinstance(row[0], uuid.UUID) else uuid.UUID(str(row[0])) for row in cursor.fetchall()}
 
 
-def _finish_orm(succeeded: Sequence[Attempt], now: datetime) -> set[uuid.UUID]:
-    # Rows with identical outcomes (all no-op jobs, say) share one UPDATE.
+def _outcome_groups(succeeded: Sequence[Attempt]) -> list[tuple[dict[str, Any], int, list[uuid.UUID]]]:
+    """The attempts by identical outcome (all no-op jobs share one, say): the fields to write, the attempt
+    number the rows must still be in, and their ids. Each group is one UPDATE."""
     groups: dict[str, tuple[dict[str, Any], int, list[uuid.UUID]]] = {}
     for attempt in succeeded:
         fields = {**attempt.ctx.progress_fields(), "progress_percent": 100, "result": attempt.outcome}
         key = _json([attempt.job.attempts, fields])
         groups.setdefault(key, (fields, attempt.job.attempts, []))[2].append(attempt.job.pk)
+    return list(groups.values())
+
+
+def _finish_sqlite(succeeded: Sequence[Attempt], now: datetime) -> set[uuid.UUID]:
+    # As _finish_orm, in plain statements (see runner._start_attempts_sqlite): UPDATE ... RETURNING says which
+    # rows were still in their attempt without a second query.
+    log, event = JobLog._meta.db_table, JobEvent._meta.db_table
+    quote = connection.ops.quote_name
+    to_db_id = partial(JobLog._meta.get_field("id").get_db_prep_value, connection=connection)
+    written: set[uuid.UUID] = set()
+    with write_turn(), transaction.atomic(), connection.cursor() as cursor:
+        for fields, attempt_number, ids in _outcome_groups(succeeded):
+            values = {**fields, "status": JobStatus.SUCCEEDED, "finished_at": now, "updated_at": now}
+            columns = [JobLog._meta.get_field(name) for name in values]
+            cursor.execute(
+                f"UPDATE {quote(log)} SET {', '.join(f'{quote(column.column)} = %s' for column in columns)} "
+                f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND status = %s AND attempts = %s RETURNING id",
+                [
+                    *(
+                        column.get_db_prep_save(value, connection)
+                        for column, value in zip(columns, values.values(), strict=True)
+                    ),
+                    *map(to_db_id, ids),
+                    JobStatus.RUNNING,
+                    attempt_number,
+                ],
+            )
+            written.update(uuid.UUID(str(row[0])) for row in cursor.fetchall())
+        recorded = [attempt.job for attempt in succeeded if attempt.job.pk in written]
+        if recorded:
+            cursor.execute(
+                f"INSERT INTO {quote(event)} (job_id, kind, status, attempt, message, data, created_at) VALUES "
+                + ", ".join(["(%s, %s, %s, %s, '', '{}', %s)"] * len(recorded)),
+                [
+                    value
+                    for job in recorded
+                    for value in (
+                        to_db_id(job.pk),
+                        EventKind.SUCCEEDED,
+                        JobStatus.SUCCEEDED,
+                        job.attempts,
+                        connection.ops.adapt_datetimefield_value(now),
+                    )
+                ],
+            )
+    return written
+
+
+def _finish_orm(succeeded: Sequence[Attempt], now: datetime) -> set[uuid.UUID]:
     written: set[uuid.UUID] = set()
     with write_turn(), transaction.atomic():
-        for fields, attempt_number, ids in groups.values():
+        for fields, attempt_number, ids in _outcome_groups(succeeded):
             count = JobLog.objects.filter(pk__in=ids, status=JobStatus.RUNNING, attempts=attempt_number).update(
                 status=JobStatus.SUCCEEDED, finished_at=now, **fields
             )

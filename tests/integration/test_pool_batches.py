@@ -6,9 +6,11 @@ import time
 
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from jobs import batches, runner, submit
+from jobs import batches, registry, runner, submit
 from jobs.models import EventKind, JobEvent, JobLog, JobStatus
+from jobs.progress import JobContext
 from jobs.queues import Claim
 
 
@@ -82,3 +84,58 @@ def test_run_job__starts_with_the_same_one_statement(redis_url, transactional_db
         assert len(starts) == 1
         assert "set_config('synchronous_commit', 'off', true)" in starts[0]
         assert synchronous_commit() == "on"
+
+
+def _written(job: JobLog) -> dict[str, object]:
+    # What a start or an outcome wrote, leaving out what differs between any two jobs anyway.
+    values = {field.attname: getattr(job, field.attname) for field in JobLog._meta.concrete_fields}
+    for per_job in ("id", "payload", "created_at", "enqueued_at", "updated_at", "started_at", "finished_at"):
+        values.pop(per_job)
+    return values
+
+
+def _event_kinds(job: JobLog) -> list[tuple[str, str, int, dict[str, object]]]:
+    return list(job.events.order_by("id").values_list("kind", "status", "attempt", "data"))
+
+
+def test_start_and_finish__this_databases_statements_write_what_the_orm_writes(redis_url, transactional_db):
+    # PostgreSQL and SQLite start and finish attempts with their own plain statements; the ORM path (any other
+    # database) is the reference: same rows returned, same columns written, same events.
+    ours, reference = ([submit("greet", {"name": f"{side}{i}"}) for i in range(3)] for side in "or")
+    # Per-item failures of an earlier attempt: a new attempt starts without them.
+    JobLog.objects.filter(pk__in=[ours[0].pk, reference[0].pk]).update(
+        failed_items=[{"item": "row 3", "error": "bad date"}], failed_items_count=1
+    )
+    now = timezone.now()
+    started = runner.start_attempts([job.pk for job in ours], now, "worker-1")
+    expected = runner._start_attempts_orm([job.pk for job in reference], now, "worker-1")
+    assert sorted(job.pk for job in started) == sorted(job.pk for job in ours)
+    for returned, by_orm in zip(sorted(started, key=str), sorted(expected, key=str), strict=True):
+        assert _written(returned) == _written(by_orm)
+        assert returned.started_at == by_orm.started_at == now
+        assert returned.payload == JobLog.objects.get(pk=returned.pk).payload
+        assert _written(JobLog.objects.get(pk=returned.pk)) == _written(JobLog.objects.get(pk=by_orm.pk))
+        assert _event_kinds(returned) == _event_kinds(by_orm)
+
+    # One of each side was taken over meanwhile (the reconciler requeued it: another attempt count).
+    taken_over = [started[0].pk, expected[0].pk]
+    JobLog.objects.filter(pk__in=taken_over).update(attempts=5)
+
+    def attempts_of(jobs: list[JobLog]) -> list[batches.Attempt]:
+        made = []
+        for job in jobs:
+            attempt = batches.Attempt(claim_of(job), job, registry.get(job.job_type), JobContext(job, 1))
+            attempt.ctx.message, attempt.ctx.stage = "all done", "last"
+            attempt.outcome = {"greeting": "hello", "counts": [1, 2]}
+            made.append(attempt)
+        return made
+
+    batches.finish_succeeded_many(attempts_of(started))
+    written_by_orm = batches._finish_orm(attempts_of(expected), timezone.now())
+    assert written_by_orm == {job.pk for job in expected[1:]}
+    for returned, by_orm in zip(started, expected, strict=True):  # the taken-over ones first on both sides
+        row, reference_row = JobLog.objects.get(pk=returned.pk), JobLog.objects.get(pk=by_orm.pk)
+        assert (row.status == JobStatus.SUCCEEDED) == (row.pk not in taken_over)
+        assert _written(row) == _written(reference_row)
+        assert (row.result is None) == (row.pk in taken_over)
+        assert _event_kinds(row) == _event_kinds(reference_row)
