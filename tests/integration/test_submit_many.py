@@ -53,6 +53,15 @@ def test_submit_many__returns_rows_as_submit_would(redis_url, transactional_db):
     single = jobs.submit("greet", {"name": "c"}, user=owner)
     same = ("status", "priority", "queue", "max_attempts", "attempts", "progress_percent", "result", "run_at")
     assert [getattr(second, name) for name in same] == [getattr(single, name) for name in same]
+    # And as stored: every column but the per-job ones, and the "submitted" event.
+    stored_second, stored_single = (JobLog.objects.get(pk=job.pk) for job in (second, single))
+    per_job = {"id", "payload", "created_at", "enqueued_at", "updated_at"}
+    columns = [field.attname for field in JobLog._meta.concrete_fields if field.attname not in per_job]
+    assert [getattr(stored_second, name) for name in columns] == [getattr(stored_single, name) for name in columns]
+    assert stored_second.payload == second.payload and stored_second.payload["name"] == "b"
+    assert stored_second.created_at == second.created_at
+    events = [list(job.events.values_list("kind", "status", "attempt", "data")) for job in (second, single)]
+    assert events[0] == events[1] and len(events[0]) == 1
 
 
 def test_submit_many__several_batches_in_one_transaction(redis_url, transactional_db):
@@ -61,6 +70,10 @@ def test_submit_many__several_batches_in_one_transaction(redis_url, transactiona
     verbs = [q["sql"].split()[0] for q in queries.captured_queries]
     if connection.vendor == "postgresql":
         assert verbs == ["BEGIN", "WITH", "WITH", "WITH", "WITH", "COMMIT"], verbs
+    else:
+        # Per batch, one executemany of the rows and one of their events (Django logs it as "N times: ...").
+        inserts = [q["sql"].split(":")[0] for q in queries.captured_queries if "INSERT INTO" in q["sql"]]
+        assert inserts == ["30 times"] * 6 + ["10 times"] * 2, inserts
     stored = dict(JobLog.objects.values_list("pk", "payload"))
     assert stored == {job.pk: job.payload for job in submitted} and len(stored) == 100
     assert JobEvent.objects.filter(kind=EventKind.SUBMITTED).count() == 100
