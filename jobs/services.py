@@ -213,18 +213,18 @@ def _rows_like(template: JobLog, payloads: list[dict[str, Any]]) -> list[JobLog]
 def _insert_with_event(job: JobLog) -> None:
     """INSERT the row and its "submitted" event together: one statement on PostgreSQL, a transaction elsewhere."""
     event = JobEvent(job=job, kind=EventKind.SUBMITTED, status=job.status, data=_submitted_data(job))
-    if connection.vendor != "postgresql":
-        with transaction.atomic():
-            job.save(force_insert=True)
-            event.save(force_insert=True)
-        return
-    # A data-modifying CTE: both rows in one round trip and one implicit transaction. Django builds each INSERT
-    # (defaults, auto_now_add, JSON encoding), so the SQL is exactly what save() would send.
+    # Django builds each INSERT (defaults, auto_now_add, JSON encoding), so the SQL is exactly what save() would send.
     job_sql, job_params = _insert_sql(job)
     event_sql, event_params = _insert_sql(event)
-    # Inside the caller's transaction, a savepoint: a duplicate idempotency key must not abort the caller's work.
-    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-        cursor.execute(f"WITH job AS ({job_sql}) {event_sql}", [*job_params, *event_params])
+    if connection.vendor != "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(job_sql, job_params)
+            cursor.execute(event_sql, event_params)
+    else:
+        # A data-modifying CTE: both rows in one round trip and one implicit transaction. Inside the caller's
+        # transaction, a savepoint: a duplicate idempotency key must not abort the caller's work.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            cursor.execute(f"WITH job AS ({job_sql}) {event_sql}", [*job_params, *event_params])
     job._state.adding = event._state.adding = False
     job._state.db = event._state.db = connection.alias
 
