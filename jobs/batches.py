@@ -169,6 +169,9 @@ def _outcome_groups(succeeded: Sequence[Attempt]) -> list[tuple[dict[str, Any], 
     return list(groups.values())
 
 
+_CONCRETE_FIELDS = {field.name: field for field in JobLog._meta.concrete_fields}
+
+
 def _finish_sqlite(succeeded: Sequence[Attempt], now: datetime) -> set[uuid.UUID]:
     # As _finish_orm, in plain statements (see runner._start_attempts_sqlite): UPDATE ... RETURNING says which
     # rows were still in their attempt without a second query.
@@ -179,9 +182,9 @@ def _finish_sqlite(succeeded: Sequence[Attempt], now: datetime) -> set[uuid.UUID
     with write_turn(), transaction.atomic(), connection.cursor() as cursor:
         for fields, attempt_number, ids in _outcome_groups(succeeded):
             values = {**fields, "status": JobStatus.SUCCEEDED, "finished_at": now, "updated_at": now}
-            columns = [JobLog._meta.get_field(name) for name in values]
+            columns = [_CONCRETE_FIELDS[name] for name in values]
             cursor.execute(
-                f"UPDATE {quote(log)} SET {', '.join(f'{quote(column.column)} = %s' for column in columns)} "
+                f"UPDATE {quote(log)} SET {', '.join(f'{quote(str(column.column))} = %s' for column in columns)} "
                 f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND status = %s AND attempts = %s RETURNING id",
                 [
                     *(

@@ -203,7 +203,7 @@ def _rows_like(template: JobLog, payloads: list[dict[str, Any]]) -> list[JobLog]
         row_values[payload_index] = payload
         for index in containers:
             row_values[index] = copy.deepcopy(values[index])
-        row = JobLog(*row_values)
+        row = JobLog(*row_values)  # type: ignore[misc]  # positional, as Model.from_db; the stubs know keywords only
         if owner is not None:
             JobLog.owner.field.set_cached_value(row, owner)  # as keyword construction would: job.owner costs no query
         rows.append(row)
