@@ -10,9 +10,10 @@ this worker works in batches:
 - sync handlers run on a pool of threads, ``async def`` handlers as tasks on one event loop in the process;
 - one watcher thread looks after every running handler: liveness beats and cancel requests in one pipelined
   round trip for all of them, progress flushes, timeouts and the cancel grace (jobs.runner.AttemptGuard);
-- one finisher thread records whatever finished together: successes with one UPDATE per distinct outcome and
-  one INSERT, then one Lua script for rq's side (job hashes, registries, worker counters). Failures, retries,
-  cancellations and concurrency-limited jobs go through the runner and rq's own handlers, as on the other paths.
+- one finisher thread records whatever finished together: successes with one statement on PostgreSQL
+  (jobs.runner.record_successes), then one Lua script for rq's side (job hashes, registries, worker counters).
+  Failures, retries, cancellations and concurrency-limited jobs go through the runner and rq's own handlers, as
+  on the other paths.
 
 rq's data model is kept (queues, job hashes, registries, the worker's registration), so rq tooling and the admin
 see everything. Database connections are per thread and closed like a request's around every job.
@@ -432,7 +433,7 @@ class JobsThreadPoolWorker(JobsWorkerMixin, SimpleWorker):
         succeeded = [a for a in batch if isinstance(a.outcome, runner.Succeeded)]
         for attempt in succeeded:
             attempt.outcome = attempt.outcome.result
-        batches.finish_succeeded_many(succeeded)
+        runner.record_successes(succeeded)
         self._finish_in_redis(
             [(a.claim, None if a in succeeded else a.outcome, int(a.job_type.retention.total_seconds())) for a in batch]
         )

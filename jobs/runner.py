@@ -16,6 +16,7 @@ import threading
 import time
 import traceback as tb
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -295,8 +296,173 @@ def conclude(
         ctx.close()
 
 
+class Success(Protocol):
+    """An attempt whose handler succeeded, to be recorded: its row, its context, and its JSON result."""
+
+    job: JobLog
+    ctx: JobContext
+    outcome: Any
+
+
+@dataclass
+class _Success:
+    job: JobLog
+    ctx: JobContext
+    outcome: Any
+
+
 def finish_succeeded(job: JobLog, ctx: JobContext, result: Any) -> None:
-    _finish(job, JobStatus.SUCCEEDED, EventKind.SUCCEEDED, ctx, result=result, progress_percent=100)
+    # The pool worker's statement for a batch of one: on PostgreSQL one round trip instead of a transaction's four.
+    record_successes([_Success(job, ctx, result)])
+
+
+def record_successes(succeeded: Sequence[Success]) -> None:
+    """Record these attempts as succeeded (``attempt.outcome`` holds each JSON result): one statement on
+    PostgreSQL, one transaction elsewhere.
+
+    Like every outcome write, each is conditional on the row still being in this attempt (running, same attempt
+    count): a job the reconciler took over keeps its newer state.
+    """
+    if not succeeded:
+        return
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        written_ids = _record_successes_postgresql(succeeded, now)
+    elif connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):  # UPDATE ... RETURNING
+        written_ids = _record_successes_sqlite(succeeded, now)
+    else:
+        written_ids = _record_successes_orm(succeeded, now)
+    for attempt in succeeded:
+        job = attempt.job
+        if job.pk not in written_ids:
+            logger.warning(
+                "Job %s: the outcome of attempt %s was discarded; the job was taken over.", job.pk, job.attempts
+            )
+            continue
+        job.status, job.finished_at, job.result, job.progress_percent = JobStatus.SUCCEEDED, now, attempt.outcome, 100
+        attempt.ctx.publish_pending()  # the last progress goes out before the final status
+        publish_status(job)
+
+
+def _record_successes_postgresql(succeeded: Sequence[Success], now: datetime) -> set[uuid.UUID]:
+    log, event = JobLog._meta.db_table, JobEvent._meta.db_table
+    quote = connection.ops.quote_name
+    rows: list[str] = []
+    params: list[Any] = [JobStatus.SUCCEEDED, now, now]
+    for attempt in succeeded:
+        ctx = attempt.ctx
+        rows.append("(%s::uuid, %s::integer, %s::jsonb, %s, %s, %s::jsonb, %s::jsonb, %s::integer)")
+        params += [
+            attempt.job.pk,
+            attempt.job.attempts,
+            None if attempt.outcome is None else _json_text(attempt.outcome),
+            ctx.message,
+            ctx.stage,
+            _json_text(ctx.data),
+            _json_text(ctx.failed_items),
+            ctx.failed_items_count,
+        ]
+    params += [JobStatus.RUNNING, EventKind.SUCCEEDED, now]
+    sql = f"""
+        WITH done AS (
+            UPDATE {quote(log)} AS job SET status = %s, finished_at = %s, updated_at = %s, result = v.result,
+                progress_percent = 100, progress_message = v.message, progress_stage = v.stage,
+                progress_data = v.data, failed_items = v.items, failed_items_count = v.items_count
+            FROM (VALUES {", ".join(rows)}) AS v (id, attempts, result, message, stage, data, items, items_count)
+            WHERE job.id = v.id AND job.status = %s AND job.attempts = v.attempts
+            RETURNING job.id, job.status, job.attempts
+        ), events AS (
+            INSERT INTO {quote(event)} (job_id, kind, status, attempt, message, data, created_at)
+            SELECT id, %s, status, attempts, '', '{{}}'::jsonb, %s FROM done
+        )
+        SELECT id FROM done
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0] if isinstance(row[0], uuid.UUID) else uuid.UUID(str(row[0])) for row in cursor.fetchall()}
+
+
+def _outcome_groups(succeeded: Sequence[Success]) -> list[tuple[dict[str, Any], int, list[uuid.UUID]]]:
+    """The attempts by identical outcome (all no-op jobs share one, say): the fields to write, the attempt
+    number the rows must still be in, and their ids. Each group is one UPDATE."""
+    groups: dict[str, tuple[dict[str, Any], int, list[uuid.UUID]]] = {}
+    for attempt in succeeded:
+        fields = {**attempt.ctx.progress_fields(), "progress_percent": 100, "result": attempt.outcome}
+        key = _json_text([attempt.job.attempts, fields])
+        groups.setdefault(key, (fields, attempt.job.attempts, []))[2].append(attempt.job.pk)
+    return list(groups.values())
+
+
+_CONCRETE_FIELDS = {field.name: field for field in JobLog._meta.concrete_fields}
+
+
+def _record_successes_sqlite(succeeded: Sequence[Success], now: datetime) -> set[uuid.UUID]:
+    # As _record_successes_orm, in plain statements (see _start_attempts_sqlite): UPDATE ... RETURNING says which
+    # rows were still in their attempt without a second query.
+    log, event = JobLog._meta.db_table, JobEvent._meta.db_table
+    quote = connection.ops.quote_name
+    to_db_id = partial(JobLog._meta.get_field("id").get_db_prep_value, connection=connection)
+    written: set[uuid.UUID] = set()
+    with write_turn(), transaction.atomic(), connection.cursor() as cursor:
+        for fields, attempt_number, ids in _outcome_groups(succeeded):
+            values = {**fields, "status": JobStatus.SUCCEEDED, "finished_at": now, "updated_at": now}
+            columns = [_CONCRETE_FIELDS[name] for name in values]
+            cursor.execute(
+                f"UPDATE {quote(log)} SET {', '.join(f'{quote(str(column.column))} = %s' for column in columns)} "
+                f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND status = %s AND attempts = %s RETURNING id",
+                [
+                    *(
+                        column.get_db_prep_save(value, connection)
+                        for column, value in zip(columns, values.values(), strict=True)
+                    ),
+                    *map(to_db_id, ids),
+                    JobStatus.RUNNING,
+                    attempt_number,
+                ],
+            )
+            written.update(uuid.UUID(str(row[0])) for row in cursor.fetchall())
+        recorded = [attempt.job for attempt in succeeded if attempt.job.pk in written]
+        if recorded:
+            cursor.execute(
+                f"INSERT INTO {quote(event)} (job_id, kind, status, attempt, message, data, created_at) VALUES "
+                + ", ".join(["(%s, %s, %s, %s, '', '{}', %s)"] * len(recorded)),
+                [
+                    value
+                    for job in recorded
+                    for value in (
+                        to_db_id(job.pk),
+                        EventKind.SUCCEEDED,
+                        JobStatus.SUCCEEDED,
+                        job.attempts,
+                        connection.ops.adapt_datetimefield_value(now),
+                    )
+                ],
+            )
+    return written
+
+
+def _record_successes_orm(succeeded: Sequence[Success], now: datetime) -> set[uuid.UUID]:
+    written: set[uuid.UUID] = set()
+    with write_turn(), transaction.atomic():
+        for fields, attempt_number, ids in _outcome_groups(succeeded):
+            count = JobLog.objects.filter(pk__in=ids, status=JobStatus.RUNNING, attempts=attempt_number).update(
+                status=JobStatus.SUCCEEDED, finished_at=now, **fields
+            )
+            if count == len(ids):
+                written.update(ids)
+            else:
+                done = JobLog.objects.filter(pk__in=ids, status=JobStatus.SUCCEEDED, finished_at=now)
+                written.update(done.values_list("pk", flat=True))
+        JobEvent.objects.bulk_create(
+            JobEvent(job=a.job, kind=EventKind.SUCCEEDED, status=JobStatus.SUCCEEDED, attempt=a.job.attempts)
+            for a in succeeded
+            if a.job.pk in written
+        )
+    return written
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, cls=DjangoJSONEncoder)
 
 
 def _call(job_type: JobType, ctx: JobContext, payload: dict[str, Any]) -> Any:

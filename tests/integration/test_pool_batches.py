@@ -65,24 +65,27 @@ def test_start_many__inside_a_callers_transaction_stays_durable(redis_url, trans
     assert JobLog.objects.get(pk=job.pk).status == JobStatus.RUNNING
 
 
-def test_run_job__starts_with_the_same_one_statement(redis_url, transactional_db):
-    # The per-job runner (rq's worker modes) starts through runner.start_attempts too: one statement, not a
-    # BEGIN/UPDATE/INSERT/COMMIT of its own.
+def test_run_job__starts_and_records_its_success_with_one_statement_each(redis_url, transactional_db):
+    # The per-job runner (rq's worker modes) starts through runner.start_attempts and records a success through
+    # runner.record_successes, as the pool worker does for a batch: not a BEGIN/UPDATE/INSERT/COMMIT of its own.
     job = submit("greet", {"name": "single"})
     with CaptureQueriesContext(connection) as queries:
         runner.run_job(str(job.pk))
 
     job.refresh_from_db()
-    assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
-    assert list(job.events.order_by("id").values_list("kind", flat=True)) == [
-        EventKind.SUBMITTED,
-        EventKind.STARTED,
-        EventKind.SUCCEEDED,
+    assert (job.status, job.attempts, job.result, job.progress_percent) == (JobStatus.SUCCEEDED, 1, "Hello single", 100)
+    assert job.finished_at is not None
+    assert list(job.events.order_by("id").values_list("kind", "attempt")) == [
+        (EventKind.SUBMITTED, 0),
+        (EventKind.STARTED, 1),
+        (EventKind.SUCCEEDED, 1),
     ]
     if connection.vendor == "postgresql":
-        starts = [q["sql"] for q in queries.captured_queries if "WITH started AS" in q["sql"]]
-        assert len(starts) == 1
-        assert "set_config('synchronous_commit', 'off', true)" in starts[0]
+        # Reading the row, starting it, recording its outcome.
+        [read, start, finish] = [q["sql"].lstrip() for q in queries.captured_queries]
+        assert read.startswith("SELECT") and start.startswith("WITH started AS") and finish.startswith("WITH done AS")
+        assert "set_config('synchronous_commit', 'off', true)" in start
+        assert "set_config" not in finish  # an outcome is durable
         assert synchronous_commit() == "on"
 
 
@@ -130,8 +133,8 @@ def test_start_and_finish__this_databases_statements_write_what_the_orm_writes(r
             made.append(attempt)
         return made
 
-    batches.finish_succeeded_many(attempts_of(started))
-    written_by_orm = batches._finish_orm(attempts_of(expected), timezone.now())
+    runner.record_successes(attempts_of(started))
+    written_by_orm = runner._record_successes_orm(attempts_of(expected), timezone.now())
     assert written_by_orm == {job.pk for job in expected[1:]}
     for returned, by_orm in zip(started, expected, strict=True):  # the taken-over ones first on both sides
         row, reference_row = JobLog.objects.get(pk=returned.pk), JobLog.objects.get(pk=by_orm.pk)
