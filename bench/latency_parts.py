@@ -18,8 +18,8 @@ script idles 10-50 ms, as peers.py's latency phase does.
     .venv/bin/python bench/latency_parts.py                 # PostgreSQL (BENCH_DATABASE_URL), 300 samples
     .venv/bin/python bench/latency_parts.py --samples 1000
 
-Starts a private redis-server on a free loopback port; uses (and migrates) the bench's PostgreSQL database, and
-deletes the jobs it made at the end.
+Starts a private redis-server on a free loopback port; uses the bench's PostgreSQL database (created and
+migrated if missing), and deletes the jobs it made at the end.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.peers import DEFAULT_DATABASE_URL, free_port, percentile  # noqa: E402
+from bench.peers import DEFAULT_DATABASE_URL, ensure_database, free_port, percentile  # noqa: E402
 
 Samples = dict[str, list[float]]
 
@@ -191,9 +191,11 @@ def main() -> int:
         stdout=subprocess.DEVNULL,
     )
     try:
+        database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+        ensure_database(database_url)
         os.environ.update(
             DJANGO_SETTINGS_MODULE="bench.settings",
-            DATABASE_URL=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+            DATABASE_URL=database_url,
             REDIS_URL=f"redis://127.0.0.1:{port}/0",
             BENCH_REDIS_URL=f"redis://127.0.0.1:{port}/0",
         )

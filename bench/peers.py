@@ -204,6 +204,20 @@ def _signal(proc: Any, signum: int) -> None:
         pass
 
 
+def ensure_database(url: str) -> str:
+    """Create the PostgreSQL database ``url`` names if it is missing; returns its name."""
+    import psycopg
+    from psycopg import conninfo, sql
+
+    name = str(conninfo.conninfo_to_dict(url).get("dbname") or "jobs_peers")
+    admin = conninfo.make_conninfo(url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            log(f"creating database {name}")
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
 def process_tree(procs: Iterable[subprocess.Popen[bytes]]) -> list[Any]:
     import psutil
 
@@ -364,15 +378,8 @@ class Bench:
             self.setup_sqlite()
             return
         import psycopg
-        from psycopg import conninfo, sql
 
-        params = conninfo.conninfo_to_dict(self.database_url)
-        name = str(params.get("dbname") or "jobs_peers")
-        admin = conninfo.make_conninfo(self.database_url, dbname="postgres")
-        with psycopg.connect(admin, autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-                log(f"creating database {name}")
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        name = ensure_database(self.database_url)
         subprocess.run(
             [sys.executable, "-m", "django", "migrate", "--verbosity", "0"], cwd=ROOT, env=self.env("ours"), check=True
         )

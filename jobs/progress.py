@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 Frame = ProgressFrame | StatusFrame
 FRAME_EVENT = "job.frame"  # the layer event consumers handle (job_frame); it carries one browser frame
 PUBLISH_ERROR_LOG_EVERY = 30.0  # seconds between warnings while the channel layer is unreachable
+# The publisher thread sends at most one batch per this many seconds; a frame after a quiet spell goes at once.
+# Woken for every frame, it ran a round trip beside each submit() of a tight loop of submissions (or each start in
+# a busy worker), and the two threads took turns at the GIL: a sixth of the loop's time went to it.
+PUBLISH_MIN_GAP = 0.01
 
 
 def frame_groups(job_id: str, owner_id: Any) -> list[str]:
@@ -82,7 +86,11 @@ class Publisher:
         self._pending: list[tuple[Frame, list[str]]] = []
         self._queued = 0
         self._done = 0
-        self._cond = threading.Condition()
+        self._flushing = 0  # callers waiting in flush(): the gap is cut short for them
+        self._last_send = 0.0
+        lock = threading.Lock()
+        self._wake = threading.Condition(lock)  # the publisher thread waits on this one
+        self._sent = threading.Condition(lock)  # flush() callers wait on this one
         self._redis: Any = None
         self._redis_address: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -91,21 +99,31 @@ class Publisher:
         self._thread.start()
 
     def put(self, frame: Frame, groups: list[str]) -> None:
-        with self._cond:
+        with self._wake:
+            if not self._pending:  # later frames join the batch the thread is already collecting
+                self._wake.notify()
             self._pending.append((frame, groups))
             self._queued += 1
-            self._cond.notify()
 
     def flush(self, timeout: float) -> bool:
-        with self._cond:
+        with self._sent:
             target = self._queued
-            return self._cond.wait_for(lambda: self._done >= target, timeout)
+            self._flushing += 1
+            self._wake.notify()
+            try:
+                return self._sent.wait_for(lambda: self._done >= target, timeout)
+            finally:
+                self._flushing -= 1
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending))
+            with self._wake:
+                self._wake.wait_for(lambda: bool(self._pending))
+                gap = PUBLISH_MIN_GAP - (time.monotonic() - self._last_send)
+                if gap > 0:  # more frames join this batch meanwhile
+                    self._wake.wait_for(lambda: self._flushing > 0, gap)
                 batch, self._pending = self._pending, []
+                self._last_send = time.monotonic()
             try:
                 self._send(coalesce(batch))
             except Exception as exc:  # noqa: BLE001 - live frames are best effort; SQL keeps the truth
@@ -113,9 +131,9 @@ class Publisher:
                     self._last_error_log = time.monotonic()
                     logger.warning("Could not publish %d live frame(s): %s", len(batch), exc)
                 self._redis = None
-            with self._cond:
+            with self._sent:
                 self._done += len(batch)
-                self._cond.notify_all()
+                self._sent.notify_all()
 
     def _send(self, batch: list[tuple[Frame, list[str]]]) -> None:
         from .layers import JobsChannelLayer
