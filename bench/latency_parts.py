@@ -25,9 +25,7 @@ migrated if missing), and deletes the jobs it made at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -39,7 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.peers import DEFAULT_DATABASE_URL, ensure_database, free_port, percentile  # noqa: E402
+from bench.in_process import django_with_private_redis  # noqa: E402
+from bench.peers import percentile  # noqa: E402
 
 Samples = dict[str, list[float]]
 
@@ -185,39 +184,11 @@ def main() -> int:
     if args.samples < 1:
         parser.error("--samples must be at least 1")
 
-    port = free_port()
-    redis_server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-        ensure_database(database_url)
-        os.environ.update(
-            DJANGO_SETTINGS_MODULE="bench.settings",
-            DATABASE_URL=database_url,
-            REDIS_URL=f"redis://127.0.0.1:{port}/0",
-            BENCH_REDIS_URL=f"redis://127.0.0.1:{port}/0",
-        )
-        import django
-
-        django.setup()
-        from django.core.management import call_command
+    with django_with_private_redis():
         from django.db import connection
 
         from jobs.models import JobLog
-        from jobs.queues import get_connection
 
-        call_command("migrate", verbosity=0)
-        deadline = time.monotonic() + 10
-        while True:  # the private server may need a moment to listen
-            try:
-                get_connection().ping()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         samples: Samples = {}
         time_submit_parts(samples)
         ids = job_path(samples, 20)  # warm-up: connections made, statements and scripts cached
@@ -227,9 +198,6 @@ def main() -> int:
         rest_of_submit(samples)
         JobLog.objects.filter(pk__in=ids).delete()
         report(samples, connection.vendor)
-    finally:
-        redis_server.terminate()
-        redis_server.wait(timeout=10)
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -31,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.peers import DEFAULT_DATABASE_URL, ensure_database, free_port, percentile  # noqa: E402
+from bench.in_process import django_with_private_redis  # noqa: E402
+from bench.peers import percentile  # noqa: E402
 
 random_id = uuid.uuid4  # kept: the run replaces uuid.uuid4 itself, which submit_many calls
 
@@ -53,32 +53,13 @@ def main() -> int:
     if args.rows < 0 or args.submits < 1 or args.repeat < 1:
         parser.error("--rows >= 0, --submits >= 1, --repeat >= 1")
 
-    port = free_port()
-    redis_server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-        ensure_database(database_url)
-        os.environ.update(
-            DJANGO_SETTINGS_MODULE="bench.settings",
-            DATABASE_URL=database_url,
-            REDIS_URL=f"redis://127.0.0.1:{port}/0",
-            BENCH_REDIS_URL=f"redis://127.0.0.1:{port}/0",
-        )
-        import django
-
-        django.setup()
-        from django.core.management import call_command
+    with django_with_private_redis():
         from django.db import connection
 
         from jobs import services
         from jobs.models import JobLog
         from jobs.queues import get_connection
 
-        call_command("migrate", verbosity=0)
-        time.sleep(0.2)  # the private redis-server starts listening
         redis = get_connection()
         cursor = connection.cursor()
         id_field = JobLog._meta.get_field("id")
@@ -116,9 +97,6 @@ def main() -> int:
                 print(f"{label:<20} {float(wal) / args.submits:17,.0f} {rate:10,.0f} {percentile(calls, 50):7.3f}")
                 redis.flushdb()
         cursor.execute("TRUNCATE jobs_jobevent, jobs_joblog CASCADE")
-    finally:
-        redis_server.terminate()
-        redis_server.wait(timeout=10)
     return 0
 
 
