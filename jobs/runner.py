@@ -335,9 +335,7 @@ def record_successes(succeeded: Sequence[Success]) -> None:
     for attempt in succeeded:
         job = attempt.job
         if job.pk not in written_ids:
-            logger.warning(
-                "Job %s: the outcome of attempt %s was discarded; the job was taken over.", job.pk, job.attempts
-            )
+            _taken_over(job)
             continue
         job.status, job.finished_at, job.result, job.progress_percent = JobStatus.SUCCEEDED, now, attempt.outcome, 100
         attempt.ctx.publish_pending()  # the last progress goes out before the final status
