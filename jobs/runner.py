@@ -16,7 +16,7 @@ import threading
 import time
 import traceback as tb
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -55,25 +55,33 @@ UNBOUNDED_RETRIES = 10**9
 
 def run_job(job_id: str) -> Any:
     """Run one attempt of the JobLog ``job_id``: check limits, call the handler, record the outcome."""
-    job = JobLog.objects.filter(pk=job_id).first()
-    if job is None:
-        logger.warning("Job %s has no JobLog row; nothing to run.", job_id)
-        return None
-    if job.status not in WAITING_STATUSES:
-        # Canceled before start, or a duplicate delivery of a job that already ran: never run twice.
-        logger.info("Job %s is %s; not running it.", job_id, job.status)
-        return None
-    admitted = admit(job)
-    if not isinstance(admitted, JobType):
-        return admitted
-    job_type = admitted
-
-    # Conditional on the job still waiting (any waiting status, not only the one read above): a cancel that lands
-    # in between wins.
-    started = start_attempts([job.pk], timezone.now(), _worker_name())
-    if not started:
-        logger.info("Job %s changed while starting; not running it.", job_id)
-        return None
+    # Most types have no rate limit, so nothing needs deciding before their jobs start: the conditional start is
+    # then the only read of the row (an ORM read first cost more than the start itself). Any other case (a rate
+    # limit, an unregistered type, no row, a job that no longer waits) starts nothing here and is looked at below.
+    started = start_attempts(
+        [uuid.UUID(job_id)], timezone.now(), _worker_name(), job_types=registry.names_without_rate_limit()
+    )
+    if started:
+        job_type = registry.get(started[0].job_type)
+    else:
+        job = JobLog.objects.filter(pk=job_id).first()
+        if job is None:
+            logger.warning("Job %s has no JobLog row; nothing to run.", job_id)
+            return None
+        if job.status not in WAITING_STATUSES:
+            # Canceled before start, or a duplicate delivery of a job that already ran: never run twice.
+            logger.info("Job %s is %s; not running it.", job_id, job.status)
+            return None
+        admitted = admit(job)
+        if not isinstance(admitted, JobType):
+            return admitted
+        job_type = admitted
+        # Conditional on the job still waiting (any waiting status, not only the one read above): a cancel that
+        # lands in between wins.
+        started = start_attempts([job.pk], timezone.now(), _worker_name())
+        if not started:
+            logger.info("Job %s changed while starting; not running it.", job_id)
+            return None
     [job] = started
     attempt = job.attempts
     publish_status(job)
@@ -99,18 +107,24 @@ def run_job(job_id: str) -> Any:
             flush_published()
 
 
-def start_attempts(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
+def start_attempts(
+    ids: list[uuid.UUID], now: datetime, worker_name: str, *, job_types: Collection[str] | None = None
+) -> list[JobLog]:
     """Start an attempt of each job that still waits (any waiting status): running, one more attempt, no per-item
     failures yet (they belong to one attempt), and a "started" event each. Returns the started rows as written;
-    a job that no longer waits (canceled meanwhile, or a duplicate delivery of one that ran) is left alone.
+    a job that no longer waits (canceled meanwhile, or a duplicate delivery of one that ran) is left alone, and
+    so is one whose type is not in ``job_types`` (when given).
 
     One statement on PostgreSQL, one transaction elsewhere.
     """
+    types = None if job_types is None else list(job_types)
+    if types == []:
+        return []
     if connection.vendor == "postgresql":
-        return _start_attempts_postgresql(ids, now, worker_name)
+        return _start_attempts_postgresql(ids, now, worker_name, job_types=types)
     if connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):  # UPDATE ... RETURNING
-        return _start_attempts_sqlite(ids, now, worker_name)
-    return _start_attempts_orm(ids, now, worker_name)
+        return _start_attempts_sqlite(ids, now, worker_name, job_types=types)
+    return _start_attempts_orm(ids, now, worker_name, job_types=types)
 
 
 # The start of attempts commits without waiting for its WAL flush (synchronous_commit off for this one
@@ -122,17 +136,20 @@ def start_attempts(ids: list[uuid.UUID], now: datetime, worker_name: str) -> lis
 _ASYNC_COMMIT = "AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
 
 
-def _start_attempts_postgresql(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
+def _start_attempts_postgresql(
+    ids: list[uuid.UUID], now: datetime, worker_name: str, *, job_types: list[str] | None
+) -> list[JobLog]:
     # One statement, so one round trip and its own transaction: the UPDATE and the events' INSERT commit together.
     log, event = JobLog._meta.db_table, JobEvent._meta.db_table
     fields = JobLog._meta.concrete_fields
     quote = connection.ops.quote_name
     relaxed = "" if connection.in_atomic_block else _ASYNC_COMMIT
+    of_types = "" if job_types is None else "AND job_type = ANY(%s::varchar[])"
     sql = f"""
         WITH started AS (
             UPDATE {quote(log)} SET status = %s, attempts = attempts + 1, started_at = %s, updated_at = %s,
                 worker_name = %s, failed_items = '[]'::jsonb, failed_items_count = 0
-            WHERE id = ANY(%s::uuid[]) AND status = ANY(%s::varchar[]) {relaxed}
+            WHERE id = ANY(%s::uuid[]) AND status = ANY(%s::varchar[]) {of_types} {relaxed}
             RETURNING {", ".join(quote(str(field.column)) for field in fields)}
         ), events AS (
             INSERT INTO {quote(event)} (job_id, kind, status, attempt, message, data, created_at)
@@ -140,13 +157,17 @@ def _start_attempts_postgresql(ids: list[uuid.UUID], now: datetime, worker_name:
         )
         SELECT * FROM started
     """
-    params: list[Any] = [JobStatus.RUNNING, now, now, worker_name, ids, list(WAITING_STATUSES), EventKind.STARTED, now]
+    params: list[Any] = [JobStatus.RUNNING, now, now, worker_name, ids, list(WAITING_STATUSES)]
+    params += [] if job_types is None else [job_types]
+    params += [EventKind.STARTED, now]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return _jobs_from_rows(cursor.fetchall())
 
 
-def _start_attempts_sqlite(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
+def _start_attempts_sqlite(
+    ids: list[uuid.UUID], now: datetime, worker_name: str, *, job_types: list[str] | None
+) -> list[JobLog]:
     # The ORM's UPDATE, SELECT and bulk_create cost about 0.8 ms of query building per batch of a few jobs, most
     # of a pool worker's time on SQLite; these are the same two writes as plain statements, in one transaction.
     log, event = JobLog._meta.db_table, JobEvent._meta.db_table
@@ -156,14 +177,15 @@ def _start_attempts_sqlite(ids: list[uuid.UUID], now: datetime, worker_name: str
     db_ids = [to_db_id(job_id) for job_id in ids]
     db_now = connection.ops.adapt_datetimefield_value(now)
     waiting = list(WAITING_STATUSES)
+    of_types = "" if job_types is None else f"AND job_type IN ({', '.join(['%s'] * len(job_types))})"
     update = f"""
         UPDATE {quote(log)} SET status = %s, attempts = attempts + 1, started_at = %s, updated_at = %s,
             worker_name = %s, failed_items = '[]', failed_items_count = 0
-        WHERE id IN ({", ".join(["%s"] * len(db_ids))}) AND status IN ({", ".join(["%s"] * len(waiting))})
+        WHERE id IN ({", ".join(["%s"] * len(db_ids))}) AND status IN ({", ".join(["%s"] * len(waiting))}) {of_types}
         RETURNING {", ".join(quote(str(field.column)) for field in fields)}
     """
     with write_turn(), transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(update, [JobStatus.RUNNING, db_now, db_now, worker_name, *db_ids, *waiting])
+        cursor.execute(update, [JobStatus.RUNNING, db_now, db_now, worker_name, *db_ids, *waiting, *(job_types or [])])
         jobs = _jobs_from_rows(cursor.fetchall())
         if jobs:
             cursor.execute(
@@ -207,9 +229,12 @@ def _row_converters(alias: str) -> list[tuple[int, Any, Any]]:
     ]
 
 
-def _start_attempts_orm(ids: list[uuid.UUID], now: datetime, worker_name: str) -> list[JobLog]:
+def _start_attempts_orm(
+    ids: list[uuid.UUID], now: datetime, worker_name: str, *, job_types: Collection[str] | None = None
+) -> list[JobLog]:
+    waiting = JobLog.objects.filter(pk__in=ids, status__in=WAITING_STATUSES)
     with write_turn(), transaction.atomic():
-        JobLog.objects.filter(pk__in=ids, status__in=WAITING_STATUSES).update(
+        (waiting if job_types is None else waiting.filter(job_type__in=job_types)).update(
             status=JobStatus.RUNNING,
             attempts=F("attempts") + 1,
             started_at=now,

@@ -80,13 +80,51 @@ def test_run_job__starts_and_records_its_success_with_one_statement_each(redis_u
         (EventKind.STARTED, 1),
         (EventKind.SUCCEEDED, 1),
     ]
+    statements = [q["sql"].lstrip() for q in queries.captured_queries]
+    # Its type has no rate limit, so nothing is decided before the start: no read of the row comes first.
+    first_on_the_table = next(sql for sql in statements if "jobs_joblog" in sql)
+    assert first_on_the_table.startswith(("WITH started AS", "UPDATE")), first_on_the_table
     if connection.vendor == "postgresql":
-        # Reading the row, starting it, recording its outcome.
-        [read, start, finish] = [q["sql"].lstrip() for q in queries.captured_queries]
-        assert read.startswith("SELECT") and start.startswith("WITH started AS") and finish.startswith("WITH done AS")
+        # Starting it, recording its outcome.
+        [start, finish] = statements
+        assert start.startswith("WITH started AS") and finish.startswith("WITH done AS")
         assert "set_config('synchronous_commit', 'off', true)" in start
         assert "set_config" not in finish  # an outcome is durable
         assert synchronous_commit() == "on"
+
+
+def test_run_job__a_rate_limited_type_is_read_and_admitted_before_it_starts(redis_url, transactional_db):
+    job = submit("throttled", {})
+    with CaptureQueriesContext(connection) as queries:
+        runner.run_job(str(job.pk))
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
+    statements = [q["sql"].lstrip() for q in queries.captured_queries if "jobs_joblog" in q["sql"]]
+    # The fast start left it alone (its type takes a token first); then it was read, admitted and started.
+    [fast_start, read, start] = statements[:3]
+    assert fast_start.startswith(("WITH started AS", "UPDATE")) and read.startswith("SELECT")
+    assert start.startswith(("WITH started AS", "UPDATE"))
+
+
+def test_run_job__a_canceled_job_is_not_started(redis_url, transactional_db):
+    job = submit("greet", {"name": "gone"})
+    JobLog.objects.filter(pk=job.pk).update(status=JobStatus.CANCELED)
+    assert runner.run_job(str(job.pk)) is None
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.started_at) == (JobStatus.CANCELED, 0, None)
+    assert not job.events.filter(kind=EventKind.STARTED).exists()
+
+
+def test_start_attempts__starts_only_jobs_of_the_types_given(redis_url, transactional_db):
+    # This database's statement and the ORM's (any other database) leave the other types' jobs waiting.
+    for start in (runner.start_attempts, runner._start_attempts_orm):
+        greet, throttled = submit("greet", {"name": "x"}), submit("throttled", {})
+        started = start([greet.pk, throttled.pk], timezone.now(), "worker-1", job_types=["greet", "no-such-type"])
+        assert [job.pk for job in started] == [greet.pk]
+        assert JobLog.objects.get(pk=throttled.pk).status == JobStatus.QUEUED
+        assert not JobEvent.objects.filter(job=throttled, kind=EventKind.STARTED).exists()
+    assert runner.start_attempts([greet.pk], timezone.now(), "worker-1", job_types=[]) == []
 
 
 def _written(job: JobLog) -> dict[str, object]:
