@@ -23,7 +23,7 @@ from rq.worker import BaseWorker, SimpleWorker, SpawnWorker, Worker, WorkerStatu
 
 # rq's SpawnWorker starts each horse as a fresh interpreter that never runs django.setup(), so it cannot
 # run the runner: it is refused below rather than failing every job.
-from . import queues, registry, runner
+from . import progress, queues, registry, runner
 from .conf import jobs_settings
 from .exceptions import JobsError, WorkerShutdown
 
@@ -54,6 +54,7 @@ class JobsWorkerMixin:
     def fork_work_horse(self, job: Job, queue: Queue) -> Any:
         # A forked horse must not share the parent's database sockets.
         connections.close_all()
+        progress.load_channel_layer()  # imported once here, not again in every horse
         return super().fork_work_horse(job, queue)  # type: ignore[misc]
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:

@@ -73,3 +73,17 @@ def test_worker_teardown__does_not_wait_out_a_listener_that_already_saw_its_unsu
     teardown.start()
     teardown.join(10)
     assert not teardown.is_alive(), "unsubscribe() waited for the listener's 60 s sleep"
+
+
+def test_forking_worker__builds_the_channel_layer_before_it_forks(transactional_db, redis_url):
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+    from jobs.worker import build_worker
+
+    job = submit("greet", {"name": "horse"})
+    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)  # as in a worker process that never sent a frame
+    build_worker(worker_class="fork").work(burst=True, logging_level="WARNING")
+
+    assert JobLog.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED
+    # Built in the worker itself, so every horse inherits it instead of importing its modules again per job.
+    assert DEFAULT_CHANNEL_LAYER in channel_layers.backends
