@@ -62,6 +62,7 @@ class DemoSite:
         self.log_path = self.var_dir / "site.log"
         self.log = self.log_path.open("ab")
         self.web: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
         self.others: list[subprocess.Popen[bytes]] = []
 
     def manage(self, *args: str) -> None:
@@ -74,8 +75,8 @@ class DemoSite:
             "-c",
             f"from project.run_demo import ensure_demo_user; ensure_demo_user({self.password!r})",
         )
-        for command in ("jobs_worker", "jobs_scheduler"):
-            self.others.append(self._spawn([sys.executable, "manage.py", command]))
+        self.worker = self._spawn([sys.executable, "manage.py", "jobs_worker"])
+        self.others += [self.worker, self._spawn([sys.executable, "manage.py", "jobs_scheduler"])]
         self.start_web()
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
@@ -104,6 +105,15 @@ class DemoSite:
         assert self.web is not None
         os.killpg(self.web.pid, signal.SIGKILL)
         self.web.wait(10)
+
+    def pause_worker(self) -> None:
+        """Freeze the worker and its work horse (SIGSTOP to their process group): a running job stands still."""
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGSTOP)
+
+    def resume_worker(self) -> None:
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGCONT)
 
     def output(self) -> str:
         self.log.flush()

@@ -70,16 +70,21 @@ def test_progress_page__reconnects_after_the_server_drops_the_socket(page: Any, 
     page.wait_for_selector('[data-job-progress][data-link="live"]')
     page.wait_for_function("window.__seen.percents.some(p => p > 0)")
 
-    demo_site.kill_web()  # every socket drops at once, as in a crash or a redeploy
-    page.wait_for_function("window.__seen.links.some(l => l !== 'live')")
-    screenshot(page, "progress-page-server-gone")
-    demo_site.start_web()
-
+    # The job stands still while the server is away, so it cannot finish before the page reconnects (a slow
+    # restart let it finish first, and the page then showed the result from a poll instead of going live).
+    demo_site.pause_worker()
     try:
-        page.wait_for_function("window.__seen.links.lastIndexOf('live') > 0", timeout=30_000)
-    except Exception:
-        print(page.evaluate("window.__seen"), demo_site.output()[-3000:])
-        raise
+        demo_site.kill_web()  # every socket drops at once, as in a crash or a redeploy
+        page.wait_for_function("window.__seen.links.some(l => l !== 'live')")
+        screenshot(page, "progress-page-server-gone")
+        demo_site.start_web()
+        try:
+            page.wait_for_function("window.__seen.links.lastIndexOf('live') > 0", timeout=30_000)
+        except Exception:
+            print(page.evaluate("window.__seen"), demo_site.output()[-3000:])
+            raise
+    finally:
+        demo_site.resume_worker()
     wait_for_status(page, "succeeded", timeout=120_000)
     seen = page.evaluate("window.__seen")
     dropped = seen["links"].index("live", 1) if "live" in seen["links"][1:] else -1
