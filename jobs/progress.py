@@ -150,10 +150,10 @@ class Publisher:
         # jobs have no page open on them, so most frames cost nothing more. A socket that joins after the count
         # misses nothing: consumers join their groups before they read the job's snapshot from SQL, and frames
         # are published only after the change they carry is committed.
-        from redis import Redis
+        from .queues import connection_for_url
 
         if self._redis is None or self._redis_address != address:
-            self._redis, self._redis_address = Redis.from_url(address), address
+            self._redis, self._redis_address = connection_for_url(address), address
         channels = {group: self.layer.group_channel(group) for _frame, groups in batch for group in groups}
         listened = {_text(channel) for channel, count in self._redis.pubsub_numsub(*channels.values()) if count}
         pipe = self._redis.pipeline(transaction=False)

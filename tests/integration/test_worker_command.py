@@ -87,3 +87,32 @@ def test_forking_worker__builds_the_channel_layer_before_it_forks(transactional_
     assert JobLog.objects.get(pk=job.pk).status == JobStatus.SUCCEEDED
     # Built in the worker itself, so every horse inherits it instead of importing its modules again per job.
     assert DEFAULT_CHANNEL_LAYER in channel_layers.backends
+
+
+def test_redis_client__a_forked_work_horse_shares_it_on_a_socket_of_its_own(redis_url):
+    import json
+    import os
+
+    from jobs import queues
+
+    client = queues.get_connection()
+    parent_socket = client.client_id()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the horse: report and leave as rq's work horse leaves
+        try:
+            same = queues.get_connection() is client
+            os.write(write_end, json.dumps({"same": same, "socket": client.client_id()}).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        child = json.loads(pipe.read())
+
+    assert child["same"], "the horse built a second client, so it opens a second connection"
+    # redis-py's pool noticed the fork: the horse talked on a new socket, never on its parent's ...
+    assert child["socket"] != parent_socket
+    # ... which is still connected, and the client still works.
+    assert str(parent_socket) in {str(entry["id"]) for entry in client.client_list()}
+    assert client.ping()
