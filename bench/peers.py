@@ -7,9 +7,10 @@ Starts a private redis-server on a free loopback port, uses (and creates, and mi
 BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/jobs_peers), installs each peer into its own virtual
 environment under bench/.venvs/ on first use (with --database sqlite, ours uses a SQLite file in WAL mode instead,
 configured as the demo configures it), then measures enqueue rates, processing rates (no-op and 50 ms sleep
-jobs), end-to-end latency, worker memory, and Redis commands, SQL statements and CPU per job. Every measurement is
-repeated --repeat times and the table shows medians with the ratio ours/peer. Every process it starts is stopped
-at the end, also on Ctrl-C. See bench/README.md for what each number means.
+jobs; also one forking worker, a process per job, against rq's), end-to-end latency, worker memory, and Redis
+commands, SQL statements and CPU per job. Every measurement is repeated --repeat times and the table shows medians
+with the ratio ours/peer. Every process it starts is stopped at the end, also on Ctrl-C. See bench/README.md for
+what each number means.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ PEER_REQUIREMENTS = {
 }
 SYSTEMS = ("ours", "rq", "celery", "dramatiq")
 PEERS = SYSTEMS[1:]
-PHASES = ("enqueue", "noop", "pool", "io", "latency")
+PHASES = ("enqueue", "noop", "pool", "fork", "io", "latency")
 # A database of its own: the run empties its job tables over and over.
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/jobs_peers"
 
@@ -238,7 +239,8 @@ def tree_cpu(procs: Iterable[subprocess.Popen[bytes]]) -> float:
     for proc in process_tree(procs):
         try:
             times = proc.cpu_times()
-            total += times.user + times.system
+            # A forking worker's work horses live for one job each: once reaped, their CPU is in the parent's.
+            total += times.user + times.system + times.children_user + times.children_system
         except psutil.Error:
             continue
     return total
@@ -537,10 +539,11 @@ class Bench:
             time.sleep(0.1)
         self.db.execute("SELECT pg_stat_clear_snapshot()")
         row = self.db.execute(
-            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched "
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched, sessions "
             "FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
         names = ("transactions", "rollbacks", "rows inserted", "rows updated", "rows deleted", "rows fetched")
+        names += ("connections",)
         return dict(zip(names, (float(v) for v in row), strict=True))
 
     def job_statuses(self) -> dict[str, int]:
@@ -554,6 +557,8 @@ class Bench:
         if system == "ours":
             base = [py, "-m", "django", "jobs_worker", "--queues", "bench", "--logging-level", "WARNING"]
             simple = [*base, "--worker-class", "simple"]
+            if config.key == "noop-fork":
+                return WorkerSpec([base], 1, "1 jobs_worker (forking, the default)")
             if config.key in ("noop-1", "latency"):
                 return WorkerSpec([simple], 1, "1 jobs_worker (simple)")
             if config.key.startswith("profile-"):
@@ -585,6 +590,9 @@ class Bench:
                     "bench",
                 ]
 
+            if config.key == "noop-fork":
+                forking = [rq, "worker", "-u", self.redis_url, "--logging_level", "WARNING", "bench"]
+                return WorkerSpec([forking], 1, "rq worker (Worker: forks a work horse per job)")
             if config.key in ("noop-1", "latency"):
                 return WorkerSpec([[*single, "bench"]], 1, "rq worker SimpleWorker")
             if config.key == "noop-2":
@@ -652,7 +660,8 @@ class Bench:
         spec = self.workers(system, config)
         self.reset()
         fill_seconds = self.fill(system, config.kind, n)
-        sql_dir = self.sql_dir() if system == "ours" else None
+        # Work horses leave through os._exit, before sqlcount writes: for them only pg_stat_database counts.
+        sql_dir = self.sql_dir() if system == "ours" and config is not NOOP_FORK else None
         pg_before = self.pg_stats() if system == "ours" else {}
         redis = self.redis
         redis.config_resetstat()
@@ -686,6 +695,8 @@ class Bench:
         final_done = int(redis.get(DONE) or 0)
         commands = self.command_counts()
         reads = self.redis_reads() - reads_before
+        # Since the reset, the workers' own: the marker opens one per process that runs it (every work horse).
+        connections = int(redis.info("stats")["total_connections_received"]) - len({s[0] for s in starts})
         # Take out the marker's commands and the orchestrator's own (INFO and CONFIG are never counted).
         commands["incrby"] -= final_done  # redis-py's incr() sends INCRBY
         commands["rpush"] -= len(starts) + len(finished)
@@ -694,6 +705,8 @@ class Bench:
         commands = Counter({k: v for k, v in commands.items() if v > 0})
         reads -= 2 * polls + 6 + final_done  # each poll is GET + INFO; the marker's INCR is a round trip too
 
+        if config is NOOP_FORK:  # every work horse is a new process to the marker; the worker is the one that counts
+            starts = sorted(starts, key=lambda start: float(start[1]))[:1]
         rate, window_start, window_note = steady_rate(starts, finished, n, spec.executing)
         result: dict[str, Any] = {
             "rate": rate,
@@ -702,6 +715,7 @@ class Bench:
             "commands": sum(commands.values()) / n,
             "by_command": {k: v / n for k, v in commands.items()},
             "reads": reads / n,
+            "connections": connections / n,
             "memory": memory,
             "window": window_note,
             "duplicates": final_done - n,
@@ -815,6 +829,7 @@ def ensure_venv(name: str) -> None:
 NOOP_1 = Config("noop-1", "noop", "no-op jobs, 1 worker process")
 NOOP_2 = Config("noop-2", "noop", "no-op jobs, 2 worker processes")
 NOOP_CONC = Config("noop-conc", "noop", "no-op jobs, 2 processes, ours with --concurrency")
+NOOP_FORK = Config("noop-fork", "noop", "no-op jobs, 1 forking worker (a work horse per job)")
 IO = Config("io", "sleep", "50 ms sleep jobs")
 
 
@@ -825,6 +840,7 @@ def run(bench: Bench) -> Measured:
     configs = [NOOP_1, NOOP_2] if "noop" in a.phases else []
     pool = "noop" in a.phases or "pool" in a.phases
     configs += [NOOP_CONC] if bench.our_concurrency and "ours" in systems and pool else []
+    configs += [NOOP_FORK] if "fork" in a.phases and {"ours", "rq"} & set(systems) else []
     configs += [IO] if "io" in a.phases else []
     for rep in range(a.repeat):
         order = systems[rep % len(systems) :] + systems[: rep % len(systems)]  # spread drift over the systems
@@ -844,16 +860,18 @@ def run(bench: Bench) -> Measured:
             )
         for config in configs:
             for system in order:
-                if config is NOOP_CONC and system != "ours":
-                    continue
-                n = a.io_jobs if config.kind == "sleep" else a.jobs
+                if (config is NOOP_CONC and system != "ours") or (config is NOOP_FORK and system not in ("ours", "rq")):
+                    continue  # Celery and Dramatiq have no worker that forks per job
+                n = a.io_jobs if config.kind == "sleep" else a.fork_jobs if config is NOOP_FORK else a.jobs
                 r = bench.measure_processing(system, config, n)
                 m.add(config.key, system, r["rate"])
                 m.notes[(config.key, system)] = bench.workers(system, config).description
                 if config is NOOP_1:
                     m.add("rss-after", system, r["memory"]["rss_mb"])
                     m.add("pss-after", system, r["memory"]["pss_mb"])
-                if config in (NOOP_1, NOOP_2, NOOP_CONC):
+                if config is NOOP_FORK:
+                    m.add("conn-noop-fork", system, r["connections"])
+                if config in (NOOP_1, NOOP_2, NOOP_CONC, NOOP_FORK):
                     m.add(f"cmd-{config.key}", system, r["commands"])
                     m.add(f"reads-{config.key}", system, r["reads"])
                     m.add(f"cpu-{config.key}", system, r.get("worker_cpu_ms"))
@@ -908,6 +926,7 @@ def report(bench: Bench, m: Measured) -> None:
             ("noop-conc", f"no-op, 2 procs, ours --concurrency {a.our_concurrency}, jobs/s", True, "{:,.0f}".format)
         )
     rows += [
+        ("noop-fork", "no-op jobs, 1 forking worker (a process per job), jobs/s", True, "{:,.0f}".format),
         ("io", f"50 ms sleep jobs, {a.io_concurrency} at once, jobs/s", True, "{:,.0f}".format),
         ("lat-p50", "latency submit->handler start p50, ms", False, "{:.2f}".format),
         ("lat-p95", "latency p95, ms", False, "{:.2f}".format),
@@ -927,6 +946,9 @@ def report(bench: Bench, m: Measured) -> None:
         ("rcpu-noop-1", "redis-server CPU per job (1 proc), us", False, "{:.0f}".format),
         ("cmd-noop-2", "Redis commands per job, worker (2 procs)", False, "{:.1f}".format),
         ("cpu-noop-2", "worker CPU per job (2 procs), ms", False, "{:.2f}".format),
+        ("cmd-noop-fork", "Redis commands per job, forking worker", False, "{:.1f}".format),
+        ("conn-noop-fork", "Redis connections opened per job, forking worker", False, "{:.2f}".format),
+        ("cpu-noop-fork", "worker CPU per job with its work horse, forking, ms", False, "{:.2f}".format),
     ]
     if bench.our_concurrency:
         rows.append(("cmd-noop-conc", "Redis commands per job (ours --concurrency)", False, "{:.1f}".format))
@@ -963,13 +985,16 @@ def report(bench: Bench, m: Measured) -> None:
 
     log("")
     log("worker configurations:")
-    titles = (("noop-1", "1 process"), ("noop-2", "2 processes"), ("io", "50 ms jobs"), ("latency", "latency"))
+    titles = (("noop-1", "1 process"), ("noop-2", "2 processes"), ("noop-fork", "forking"), ("io", "50 ms jobs"))
+    titles += (("latency", "latency"),)
     for key, title in titles:
         log(f"  {title:<12} " + "; ".join(f"{s}: {m.notes.get((key, s), 'n/a')}" for s in systems))
     if bench.our_concurrency:
         log(f"  {'concurrency':<12} ours: {m.notes.get(('noop-conc', 'ours'), 'n/a')}")
 
-    for key, title in (("noop-1", "1 worker process"), ("noop-2", "2 worker processes")):
+    for key, title in (("noop-1", "1 worker process"), ("noop-2", "2 worker processes"), ("noop-fork", "forking")):
+        if not any(m.details.get((f"commands-{key}", system)) for system in systems):
+            continue
         log("")
         log(f"Redis commands per job while processing no-op jobs, {title} (marker commands taken out):")
         for system in systems:
@@ -986,6 +1011,7 @@ def report(bench: Bench, m: Measured) -> None:
             ("sql-noop-1", "worker, 1 process"),
             ("sql-noop-2", "worker, 2 processes"),
             ("sql-noop-conc", "worker, --concurrency"),
+            ("sql-noop-fork", "worker, forking"),
         ):
             detail = m.median_detail(key, "ours")
             if detail:
@@ -1058,6 +1084,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small counts, one repetition unless --repeat is given")
     parser.add_argument("--repeat", type=int, default=None, help="repetitions; the table shows medians (default 3)")
     parser.add_argument("--jobs", type=int, default=None, help="no-op jobs per processing run (default 10,000)")
+    parser.add_argument("--fork-jobs", type=int, default=None, help="no-op jobs per forking-worker run (1,000)")
     parser.add_argument("--io-jobs", type=int, default=None, help="50 ms jobs per run (default 2,000)")
     parser.add_argument("--io-concurrency", type=int, default=16, help="total concurrency for 50 ms jobs (16)")
     parser.add_argument("--enqueue-jobs", type=int, default=None, help="single submissions timed (default 5,000)")
@@ -1074,7 +1101,7 @@ def main() -> int:
         choices=PHASES,
         default=list(PHASES),
         help="measure only these (default: all): enqueue, noop (1 and 2 processes, and ours --concurrency), "
-        "pool (only ours --concurrency), io (50 ms jobs), latency; "
+        "pool (only ours --concurrency), fork (a forking worker: ours and rq), io (50 ms jobs), latency; "
         "none with --profile: only the profile",
     )
     parser.add_argument(
@@ -1091,13 +1118,14 @@ def main() -> int:
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs and the temporary directory")
     args = parser.parse_args()
     quick = {"repeat": 1, "jobs": 1000, "io_jobs": 320, "enqueue_jobs": 500, "bulk_jobs": 2000, "latency_samples": 50}
-    full = {"repeat": 3, "jobs": 10_000, "io_jobs": 2000, "enqueue_jobs": 5000, "bulk_jobs": 20_000}
+    quick["fork_jobs"] = 100
+    full = {"repeat": 3, "jobs": 10_000, "io_jobs": 2000, "enqueue_jobs": 5000, "bulk_jobs": 20_000, "fork_jobs": 1000}
     full["latency_samples"] = 300
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.repeat < 1 or args.jobs < 100 or args.io_jobs < 2 * args.io_concurrency:
-        parser.error("--repeat >= 1, --jobs >= 100, --io-jobs >= 2 x --io-concurrency")
+    if args.repeat < 1 or args.jobs < 100 or args.fork_jobs < 20 or args.io_jobs < 2 * args.io_concurrency:
+        parser.error("--repeat >= 1, --jobs >= 100, --fork-jobs >= 20, --io-jobs >= 2 x --io-concurrency")
     for module in ("django", "psutil", "psycopg", "redis"):
         if importlib.util.find_spec(module) is None:
             parser.error(f"{module} is missing: run this with the project's .venv/bin/python (pip install psutil)")
