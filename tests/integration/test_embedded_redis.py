@@ -11,12 +11,15 @@ from typing import Any
 import psutil
 
 from jobs import queues
+from jobs.layers import redis_address
 
 
 def test_stop_embedded_redis_stops_the_server_despite_a_lingering_client(settings: Any, tmp_path: Path) -> None:
     settings.JOBS = {**settings.JOBS, "REDIS_URL": None, "EMBEDDED_REDIS_PATH": str(tmp_path / "redis.db")}
     conn = queues.get_connection()
     assert conn.ping()
+    # The channel layer's address for it names the same client: live frames share its connections.
+    assert queues.connection_for_url(redis_address()) is conn
     server = queues._embedded_servers[str(tmp_path / "redis.db")]
     pid, registry_file = server.pid, Path(server.settingregistryfile)
     assert psutil.pid_exists(pid) and registry_file.exists()
@@ -42,6 +45,7 @@ def test_stop_embedded_redis_stops_the_server_despite_a_lingering_client(setting
             time.sleep(0.05)
         assert not registry_file.exists()
         assert queues._embedded_servers == {}
+        assert conn not in queues._connections.values()  # under neither of its names
         assert queues.stop_embedded_redis() is False  # nothing left to stop
     finally:
         holder.kill()
