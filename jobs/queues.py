@@ -40,7 +40,7 @@ _lock = threading.Lock()
 
 
 def get_connection() -> Redis:
-    """This process's Redis client for the configured REDIS_URL (embedded Redis when unset)."""
+    """The Redis client for the configured REDIS_URL (embedded Redis when unset)."""
     settings = jobs_settings()
     if settings.REDIS_URL:
         return connection_for_url(settings.REDIS_URL)
@@ -54,8 +54,8 @@ def connection_for_url(url: str) -> Redis:
 
 def _shared(key: str, make: Callable[[], Redis]) -> Redis:
     # One client per server, kept across forks: redis-py's pool notices the new pid and opens fresh sockets in the
-    # child, never writing on its parent's. A work horse then opens one connection for rq's commands and the job's,
-    # not one per client (each ~3 ms).
+    # child, never writing on its parent's. A work horse then opens one connection for rq's commands, the job's and
+    # its live frames, not one per client.
     conn = _connections.get(key)
     if conn is None:
         with _lock:
