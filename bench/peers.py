@@ -1,11 +1,13 @@
-"""Our jobs app side by side with plain rq, Celery and Dramatiq: one run, one Redis, one PostgreSQL, one table.
+"""Our jobs app side by side with django-rq plus a JobLog, plain rq, Celery and Dramatiq: one run, one Redis, one
+PostgreSQL, one table.
 
     .venv/bin/python bench/peers.py             # full run: --repeat 3, 10,000 no-op jobs per run (~1 h)
     .venv/bin/python bench/peers.py --quick     # smoke run with small counts, one repetition (~2 min)
 
 Starts a private redis-server on a free loopback port, uses (and creates, and migrates) the PostgreSQL database in
-BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/jobs_peers), installs each peer into its own virtual
-environment under bench/.venvs/ on first use (with --database sqlite, ours uses a SQLite file in WAL mode instead,
+BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/jobs_peers), installs rq, Celery and Dramatiq into
+virtual environments of their own under bench/.venvs/ on first use (the django-rq baseline, bench/naive/, runs
+with the project's own django-rq) (with --database sqlite, ours uses a SQLite file in WAL mode instead,
 configured as the demo configures it), then measures enqueue rates, processing rates (no-op and 50 ms sleep
 jobs; also one forking worker, a process per job, against rq's), end-to-end latency, worker memory, and Redis
 commands, SQL statements and CPU per job. Every measurement is repeated --repeat times and the table shows medians
@@ -41,8 +43,12 @@ PEER_REQUIREMENTS = {
     "celery": ["celery[redis]>=5.4"],
     "dramatiq": ["dramatiq[redis]>=1.17"],
 }
-SYSTEMS = ("ours", "rq", "celery", "dramatiq")
+SYSTEMS = ("ours", "django-rq", "rq", "celery", "dramatiq")
 PEERS = SYSTEMS[1:]
+# Django projects on the bench database, run with this interpreter: ours, and the baseline a team would write
+# without it (bench/naive/: django-rq, a TaskLog row written at submit, start and finish).
+DJANGO_SYSTEMS = ("ours", "django-rq")
+SETTINGS = {"ours": "bench.settings", "django-rq": "bench.naive.settings"}
 PHASES = ("enqueue", "noop", "pool", "fork", "io", "latency")
 # A database of its own: the run empties its job tables over and over.
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/jobs_peers"
@@ -328,7 +334,7 @@ class Bench:
 
     def setup(self) -> None:
         for peer in self.args.systems:
-            if peer != "ours":
+            if peer not in DJANGO_SYSTEMS:
                 ensure_venv(peer)
         self.start_redis()
         self.setup_database()
@@ -382,9 +388,7 @@ class Bench:
         import psycopg
 
         name = ensure_database(self.database_url)
-        subprocess.run(
-            [sys.executable, "-m", "django", "migrate", "--verbosity", "0"], cwd=ROOT, env=self.env("ours"), check=True
-        )
+        self.migrate()
         self.db = psycopg.connect(self.database_url, autocommit=True)
         # The run truncates the job tables again and again: never in a database that holds anyone else's jobs.
         foreign = self.db.execute("SELECT count(*) FROM jobs_joblog WHERE job_type NOT LIKE 'bench-%'").fetchone()
@@ -400,13 +404,18 @@ class Bench:
 
         # A new file in this run's directory; bench.settings takes tests.settings' SQLite options (WAL,
         # synchronous=NORMAL, IMMEDIATE transactions, a busy timeout), which are the demo's.
-        subprocess.run(
-            [sys.executable, "-m", "django", "migrate", "--verbosity", "0"], cwd=ROOT, env=self.env("ours"), check=True
-        )
+        self.migrate()
         self.db = sqlite3.connect(self.database_url.removeprefix("sqlite:///"), isolation_level=None, timeout=30)
         self.db.execute("PRAGMA synchronous=NORMAL")  # as the workers' connections (WAL is the file's own mode)
         journal = self.db.execute("PRAGMA journal_mode").fetchone()[0]
         self.versions["sqlite"] = f"{sqlite3.sqlite_version} ({journal})"
+
+    def migrate(self) -> None:
+        """Our tables always (the run's checks and resets read them), the baseline's when it is measured."""
+        for system in DJANGO_SYSTEMS:
+            if system == "ours" or system in self.args.systems:
+                argv = [sys.executable, "-m", "django", "migrate", "--verbosity", "0"]
+                subprocess.run(argv, cwd=ROOT, env=self.env(system), check=True)
 
     def commit_latency(self, count: int = 200) -> str:
         """p50/p90 of a one-row autocommit INSERT: what one durable SQL write costs on this machine right now."""
@@ -420,8 +429,8 @@ class Bench:
         return f"p50 {percentile(took, 50):.2f} ms, p90 {percentile(took, 90):.2f} ms"
 
     def version(self, system: str) -> str:
-        python = sys.executable if system == "ours" else str(VENVS / system / "bin" / "python")
-        dist = {"ours": "rq", "rq": "rq", "celery": "celery", "dramatiq": "dramatiq"}[system]
+        python = self.python(system)
+        dist = {"ours": "rq", "django-rq": "django-rq", "rq": "rq", "celery": "celery", "dramatiq": "dramatiq"}[system]
         out = subprocess.run(
             [python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
             capture_output=True,
@@ -433,15 +442,16 @@ class Bench:
     def env(self, system: str, sql_dir: Path | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "BENCH_SQL_COUNT_DIR")}
         env.update(PYTHONPATH=str(ROOT), BENCH_REDIS_URL=self.redis_url, PYTHONDONTWRITEBYTECODE="1")
+        if system in DJANGO_SYSTEMS:
+            env.update(DJANGO_SETTINGS_MODULE=SETTINGS[system], DATABASE_URL=self.database_url)
         if system == "ours":
-            env.update(DJANGO_SETTINGS_MODULE="bench.settings", DATABASE_URL=self.database_url)
             env["REDIS_URL"] = self.redis_url
             if sql_dir is not None:
                 env["BENCH_SQL_COUNT_DIR"] = str(sql_dir)
         return env
 
     def python(self, system: str) -> str:
-        return sys.executable if system == "ours" else str(VENVS / system / "bin" / "python")
+        return sys.executable if system in DJANGO_SYSTEMS else str(VENVS / system / "bin" / "python")
 
     def close(self) -> None:
         self.procs.stop_all()
@@ -461,14 +471,16 @@ class Bench:
     # ---- helpers
 
     def reset(self) -> None:
-        """Empty Redis (the private server holds nothing else) and our job tables."""
+        """Empty Redis (the private server holds nothing else), our job tables and the baseline's."""
         self.redis.flushall()
         tables = [
             row[0]
             for row in self.db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'jobs\\_%' ESCAPE '\\'"
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND (name LIKE 'jobs\\_%' ESCAPE '\\' OR name LIKE 'naive\\_%' ESCAPE '\\')"
                 if self.sqlite
-                else "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'jobs\\_%'"
+                else "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND (tablename LIKE 'jobs\\_%' OR tablename LIKE 'naive\\_%')"
             )
         ]
         if self.sqlite:
@@ -546,8 +558,9 @@ class Bench:
         names += ("connections",)
         return dict(zip(names, (float(v) for v in row), strict=True))
 
-    def job_statuses(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT status, count(*) FROM jobs_joblog GROUP BY status").fetchall())
+    def job_statuses(self, system: str) -> dict[str, int]:
+        table = "jobs_joblog" if system == "ours" else "naive_tasklog"
+        return dict(self.db.execute(f"SELECT status, count(*) FROM {table} GROUP BY status").fetchall())
 
     # ---- worker commands
 
@@ -579,6 +592,17 @@ class Bench:
                 conc = [*base, "--concurrency", str(per)]
                 return WorkerSpec([conc, conc], 2, f"2 jobs_worker --concurrency {per}")
             return WorkerSpec([simple] * a.io_concurrency, a.io_concurrency, f"{a.io_concurrency} jobs_worker (simple)")
+        if system == "django-rq":
+            manage = [py, "-m", "django"]
+            simple = ["--worker-class", "rq.worker.SimpleWorker", "--verbosity", "0", "bench"]
+            if config.key == "noop-fork":
+                forking = [*manage, "rqworker", "--verbosity", "0", "bench"]
+                return WorkerSpec([forking], 1, "rqworker (Worker: forks a work horse per job)")
+            if config.key in ("noop-1", "latency"):
+                return WorkerSpec([[*manage, "rqworker", *simple]], 1, "rqworker SimpleWorker")
+            n = 2 if config.key == "noop-2" else a.io_concurrency
+            pool = [*manage, "rqworker-pool", "--num-workers", str(n), *simple]
+            return WorkerSpec([pool], n, f"rqworker-pool --num-workers {n} SimpleWorker")
         if system == "rq":
             rq = str(VENVS / "rq" / "bin" / "rq")
             single = [rq, "worker", "-u", self.redis_url, "-w", "rq.worker.SimpleWorker", "--logging_level", "WARNING"]
@@ -623,7 +647,7 @@ class Bench:
         n = self.args.bulk_jobs if bulk else self.args.enqueue_jobs
         self.reset()
         sql_dir = self.sql_dir() if system == "ours" else None
-        pg_before = self.pg_stats() if system == "ours" else {}
+        pg_before = self.pg_stats() if system in DJANGO_SYSTEMS else {}
         self.redis.config_resetstat()
         if bulk:
             out = self.driver(system, "bulk", "--n", str(n), "--batch", str(self.args.batch), sql_dir=sql_dir)
@@ -639,7 +663,7 @@ class Bench:
             "commands": sum(commands.values()) / submitted,
             "by_command": {k: v / submitted for k, v in commands.items()},
         }
-        if system == "ours":
+        if system in DJANGO_SYSTEMS:
             result["sql"] = self.sql_per_job(sql_dir, pg_before, submitted)
         return result
 
@@ -662,7 +686,7 @@ class Bench:
         fill_seconds = self.fill(system, config.kind, n)
         # Work horses leave through os._exit, before sqlcount writes: for them only pg_stat_database counts.
         sql_dir = self.sql_dir() if system == "ours" and config is not NOOP_FORK else None
-        pg_before = self.pg_stats() if system == "ours" else {}
+        pg_before = self.pg_stats() if system in DJANGO_SYSTEMS else {}
         redis = self.redis
         redis.config_resetstat()
         reads_before = self.redis_reads()
@@ -721,9 +745,9 @@ class Bench:
             "duplicates": final_done - n,
         }
         result.update(cpu_per_job(samples, window_start, n))
-        if system == "ours":
+        if system in DJANGO_SYSTEMS:
             result["sql"] = self.sql_per_job(sql_dir, pg_before, n)
-            statuses = self.job_statuses()
+            statuses = self.job_statuses(system)
             if statuses.get("succeeded", 0) != n:
                 result["problem"] = f"JobLog statuses after the run: {statuses}"
         if final_done != n:
@@ -831,6 +855,7 @@ NOOP_2 = Config("noop-2", "noop", "no-op jobs, 2 worker processes")
 NOOP_CONC = Config("noop-conc", "noop", "no-op jobs, 2 processes, ours with --concurrency")
 NOOP_FORK = Config("noop-fork", "noop", "no-op jobs, 1 forking worker (a work horse per job)")
 IO = Config("io", "sleep", "50 ms sleep jobs")
+FORKING = ("ours", "django-rq", "rq")  # the systems with a worker that forks a work horse per job
 
 
 def run(bench: Bench) -> Measured:
@@ -840,7 +865,7 @@ def run(bench: Bench) -> Measured:
     configs = [NOOP_1, NOOP_2] if "noop" in a.phases else []
     pool = "noop" in a.phases or "pool" in a.phases
     configs += [NOOP_CONC] if bench.our_concurrency and "ours" in systems and pool else []
-    configs += [NOOP_FORK] if "fork" in a.phases and {"ours", "rq"} & set(systems) else []
+    configs += [NOOP_FORK] if "fork" in a.phases and set(FORKING) & set(systems) else []
     configs += [IO] if "io" in a.phases else []
     for rep in range(a.repeat):
         order = systems[rep % len(systems) :] + systems[: rep % len(systems)]  # spread drift over the systems
@@ -860,7 +885,7 @@ def run(bench: Bench) -> Measured:
             )
         for config in configs:
             for system in order:
-                if (config is NOOP_CONC and system != "ours") or (config is NOOP_FORK and system not in ("ours", "rq")):
+                if (config is NOOP_CONC and system != "ours") or (config is NOOP_FORK and system not in FORKING):
                     continue  # Celery and Dramatiq have no worker that forks per job
                 n = a.io_jobs if config.kind == "sleep" else a.fork_jobs if config is NOOP_FORK else a.jobs
                 r = bench.measure_processing(system, config, n)
@@ -1002,10 +1027,13 @@ def report(bench: Bench, m: Measured) -> None:
             top = sorted(detail.items(), key=lambda kv: -kv[1])
             shown = ", ".join(f"{k} {v:.2f}" for k, v in top if v >= 0.05)
             log(f"  {system:<9} {sum(detail.values()):5.1f}: {shown}")
-    if "ours" in systems:
+    for system in (s for s in DJANGO_SYSTEMS if s in systems):
         log("")
-        log("SQL per job, ours (statements counted in the Django processes; transactions and rows from")
-        log("pg_stat_database on the bench database, which also sees the orchestrator's few queries):")
+        if system == "ours":
+            log("SQL per job, ours (statements counted in the Django processes; transactions and rows from")
+            log("pg_stat_database on the bench database, which also sees the orchestrator's few queries):")
+        else:
+            log(f"SQL per job, {system} (transactions and rows from pg_stat_database, as for ours):")
         for key, title in (
             ("sql-enqueue", "submit()"),
             ("sql-noop-1", "worker, 1 process"),
@@ -1013,7 +1041,7 @@ def report(bench: Bench, m: Measured) -> None:
             ("sql-noop-conc", "worker, --concurrency"),
             ("sql-noop-fork", "worker, forking"),
         ):
-            detail = m.median_detail(key, "ours")
+            detail = m.median_detail(key, system)
             if detail:
                 log(f"  {title:<22} " + ", ".join(f"{k.strip()} {v:.2f}" for k, v in sorted(detail.items())))
 
@@ -1094,14 +1122,14 @@ def main() -> int:
     parser.add_argument(
         "--our-concurrency", type=int, default=8, help="ours --concurrency per process, when it exists (8)"
     )
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS), help="default: all four")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS), help="default: all five")
     parser.add_argument(
         "--phases",
         nargs="*",
         choices=PHASES,
         default=list(PHASES),
         help="measure only these (default: all): enqueue, noop (1 and 2 processes, and ours --concurrency), "
-        "pool (only ours --concurrency), fork (a forking worker: ours and rq), io (50 ms jobs), latency; "
+        "pool (only ours --concurrency), fork (a forking worker: ours, django-rq and rq), io (50 ms jobs), latency; "
         "none with --profile: only the profile",
     )
     parser.add_argument(

@@ -5,8 +5,8 @@
     python -m bench.peer_tasks.driver SYSTEM fill --kind noop --n 10000        # load a queue, fastest way there is
     python -m bench.peer_tasks.driver SYSTEM latency --samples 300             # submit -> handler start, one by one
 
-SYSTEM is ours, rq, celery or dramatiq. Needs BENCH_REDIS_URL (and for ours DJANGO_SETTINGS_MODULE, DATABASE_URL,
-REDIS_URL).
+SYSTEM is ours, django-rq (the baseline in bench/naive/), rq, celery or dramatiq. Needs BENCH_REDIS_URL (and for
+ours DJANGO_SETTINGS_MODULE, DATABASE_URL, REDIS_URL; for django-rq DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -97,6 +97,28 @@ class Rq(System):
         self.queue.enqueue_many([self.Queue.prepare_data(func, args) for _ in range(count)])
 
 
+class DjangoRqBaseline(System):
+    """django-rq with a TaskLog row per task (bench/naive/): what a team writes without our app."""
+
+    name = "django-rq"
+    has_bulk = True
+
+    def __init__(self) -> None:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.naive.settings")
+        import django
+
+        django.setup()
+        from bench.naive import tasks
+
+        self.tasks = tasks
+
+    def send(self, kind: str, total: int, seq: int) -> None:
+        self.tasks.submit(kind, list(args_for(kind, total, seq)))
+
+    def send_many(self, kind: str, total: int, count: int) -> None:
+        self.tasks.submit_many(kind, [list(args_for(kind, total, 0)) for _ in range(count)])
+
+
 class CeleryTasks(System):
     name = "celery"
 
@@ -121,7 +143,13 @@ class DramatiqActors(System):
         self.actors[kind].send(*args_for(kind, total, seq))
 
 
-SYSTEMS: dict[str, type[System]] = {"ours": Ours, "rq": Rq, "celery": CeleryTasks, "dramatiq": DramatiqActors}
+SYSTEMS: dict[str, type[System]] = {
+    "ours": Ours,
+    "django-rq": DjangoRqBaseline,
+    "rq": Rq,
+    "celery": CeleryTasks,
+    "dramatiq": DramatiqActors,
+}
 
 
 def timed_singles(system: System, kind: str, n: int, total: int, warmup: int) -> dict[str, Any]:
