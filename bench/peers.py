@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import shutil
 import signal
@@ -225,7 +226,7 @@ def ensure_database(url: str) -> str:
     return name
 
 
-def process_tree(procs: Iterable[subprocess.Popen[bytes]]) -> list[Any]:
+def process_tree(procs: Iterable[Any]) -> list[Any]:
     import psutil
 
     tree: list[Any] = []
@@ -238,7 +239,24 @@ def process_tree(procs: Iterable[subprocess.Popen[bytes]]) -> list[Any]:
     return tree
 
 
-def tree_cpu(procs: Iterable[subprocess.Popen[bytes]]) -> float:
+def find_postmaster(backend_pid: int) -> Any:
+    """The PostgreSQL server process, as the parent of this run's own backend; None if it is not on this machine
+    (another host or container) or its CPU times cannot be read."""
+    import psutil
+
+    try:
+        postmaster = psutil.Process(backend_pid).parent()
+        if postmaster is None or "postgres" not in postmaster.name():
+            return None
+        postmaster.cpu_times()
+        for child in postmaster.children():
+            child.cpu_times()
+    except psutil.Error:
+        return None
+    return postmaster
+
+
+def tree_cpu(procs: Iterable[Any]) -> float:
     import psutil
 
     total = 0.0
@@ -329,6 +347,7 @@ class Bench:
         self.versions: dict[str, str] = {}
         self._sql_dirs = 0
         self.failed = False
+        self.postmaster: Any = None  # psutil.Process of the PostgreSQL server, when it runs on this machine
 
     # ---- setup
 
@@ -398,6 +417,7 @@ class Bench:
                 "Point BENCH_DATABASE_URL at a database of its own."
             )
         self.versions["postgresql"] = str(self.db.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        self.postmaster = find_postmaster(int(self.db.execute("SELECT pg_backend_pid()").fetchone()[0]))  # type: ignore[index]
 
     def setup_sqlite(self) -> None:
         import sqlite3
@@ -536,6 +556,11 @@ class Bench:
     def redis_cpu(self) -> float:
         info = self.redis.info("cpu")
         return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+    def postgres_cpu(self) -> float:
+        """CPU seconds of the PostgreSQL server so far (nan when it cannot be read): its processes, and the
+        backends it already reaped, such as those of a forking worker's horses."""
+        return tree_cpu([self.postmaster]) if self.postmaster is not None else math.nan
 
     def pg_stats(self) -> dict[str, float]:
         if self.sqlite:
@@ -693,7 +718,7 @@ class Bench:
         env = self.env(system, sql_dir)
         started = time.time()
         procs = [self.procs.start(f"{system}-{config.key}-{i}", argv, env) for i, argv in enumerate(spec.argvs)]
-        samples: list[tuple[float, int, float, float]] = []  # time, done, worker CPU s, redis-server CPU s
+        samples: list[tuple[float, ...]] = []  # time, done, worker CPU s, redis-server CPU s, PostgreSQL CPU s
         polls = 0
         timeout = 120 + n / (5 if config.kind == "sleep" else 10)
         deadline = time.monotonic() + timeout
@@ -701,7 +726,7 @@ class Bench:
             while True:
                 done = int(redis.get(DONE) or 0)
                 polls += 1
-                samples.append((time.time(), done, tree_cpu(procs), self.redis_cpu()))
+                samples.append((time.time(), done, tree_cpu(procs), self.redis_cpu(), self.postgres_cpu()))
                 if done >= n:
                     break
                 for i, proc in enumerate(procs):
@@ -804,8 +829,9 @@ def steady_rate(starts: list[list[str]], finished: list[float], n: int, executin
     return (n - start_count) / (end - start_time), start_time, note
 
 
-def cpu_per_job(samples: list[tuple[float, int, float, float]], begin_at: float, n: int) -> dict[str, float]:
-    """Worker and redis-server CPU per job over the samples taken once every job-running process was busy."""
+def cpu_per_job(samples: list[tuple[float, ...]], begin_at: float, n: int) -> dict[str, float]:
+    """Worker, redis-server and PostgreSQL CPU per job over the samples taken once every job-running process was
+    busy (PostgreSQL's only when it could be read)."""
     first = next((s for s in samples if s[0] >= begin_at and s[1] < n), None)
     if first is None or first[1] > n * 0.8:
         first = next((s for s in samples if s[1] > 0), samples[0])
@@ -813,7 +839,10 @@ def cpu_per_job(samples: list[tuple[float, int, float, float]], begin_at: float,
     jobs = last[1] - first[1]
     if jobs <= 0:
         return {}
-    return {"worker_cpu_ms": (last[2] - first[2]) * 1000 / jobs, "redis_cpu_us": (last[3] - first[3]) * 1e6 / jobs}
+    out = {"worker_cpu_ms": (last[2] - first[2]) * 1000 / jobs, "redis_cpu_us": (last[3] - first[3]) * 1e6 / jobs}
+    if not math.isnan(last[4] - first[4]):
+        out["postgres_cpu_us"] = (last[4] - first[4]) * 1e6 / jobs
+    return out
 
 
 def git_state() -> str:
@@ -901,6 +930,7 @@ def run(bench: Bench) -> Measured:
                     m.add(f"reads-{config.key}", system, r["reads"])
                     m.add(f"cpu-{config.key}", system, r.get("worker_cpu_ms"))
                     m.add(f"rcpu-{config.key}", system, r.get("redis_cpu_us"))
+                    m.add(f"pgcpu-{config.key}", system, r.get("postgres_cpu_us"))
                     m.add_detail(f"commands-{config.key}", system, r["by_command"])
                     if "sql" in r:
                         m.add_detail(f"sql-{config.key}", system, r["sql"])
@@ -969,16 +999,20 @@ def report(bench: Bench, m: Measured) -> None:
         ("reads-noop-1", "Redis reads per job (~round trips), worker", False, "{:.1f}".format),
         ("cpu-noop-1", "worker CPU per job (1 proc), ms", False, "{:.2f}".format),
         ("rcpu-noop-1", "redis-server CPU per job (1 proc), us", False, "{:.0f}".format),
+        ("pgcpu-noop-1", "PostgreSQL CPU per job (1 proc), us", False, "{:.0f}".format),
         ("cmd-noop-2", "Redis commands per job, worker (2 procs)", False, "{:.1f}".format),
         ("cpu-noop-2", "worker CPU per job (2 procs), ms", False, "{:.2f}".format),
+        ("pgcpu-noop-2", "PostgreSQL CPU per job (2 procs), us", False, "{:.0f}".format),
         ("cmd-noop-fork", "Redis commands per job, forking worker", False, "{:.1f}".format),
         ("conn-noop-fork", "Redis connections opened per job, forking worker", False, "{:.2f}".format),
         ("cpu-noop-fork", "worker CPU per job with its work horse, forking, ms", False, "{:.2f}".format),
+        ("pgcpu-noop-fork", "PostgreSQL CPU per job, forking worker, us", False, "{:.0f}".format),
     ]
     if bench.our_concurrency:
         rows.append(("cmd-noop-conc", "Redis commands per job (ours --concurrency)", False, "{:.1f}".format))
         rows.append(("reads-noop-conc", "Redis reads per job (~round trips, --concurrency)", False, "{:.1f}".format))
         rows.append(("cpu-noop-conc", "worker CPU per job, ours --concurrency (2 procs), ms", False, "{:.2f}".format))
+        rows.append(("pgcpu-noop-conc", "PostgreSQL CPU per job, ours --concurrency, us", False, "{:.0f}".format))
 
     header = [f"metric (median of {a.repeat})", *systems]
     if "ours" in systems:
