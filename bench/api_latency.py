@@ -167,7 +167,7 @@ def stack(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         else:
             server = [*django, "runserver", "--noreload", "--skip-checks", f"127.0.0.1:{port}"]
         procs.start("server", server, env)
-        worker = [*django, "jobs_worker", "--worker-class", "simple", "--logging-level", "WARNING"]
+        worker = [*django, "jobs_worker", "--processes", "1", "--logging-level", "WARNING"]
         for i in range(args.workers):
             procs.start(f"worker-{i}", worker, env)
 

@@ -152,6 +152,10 @@ def check_job_types(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
             classes = getattr(job_type, option)
             if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
                 errors.append(Error(f"{label}: {option} must list exception classes.", id="jobs.E020"))
+        if job_type.isolation not in (None, "process"):
+            errors.append(
+                Error(f'{label}: isolation must be None or "process", not {job_type.isolation!r}.', id="jobs.E022")
+            )
         if not callable(job_type.handler):
             errors.append(Error(f"{label}: the handler is not callable.", id="jobs.E021"))
     return errors

@@ -100,3 +100,14 @@ class WorkerShutdown(BaseException):
 
     The job goes back to its queue; the interrupted attempt does not count.
     """
+
+
+class JobTimeout(BaseException):
+    """Raised inside a handler still running when its type's timeout has passed.
+
+    A BaseException, like JobCanceled: a handler's ``except Exception`` cannot swallow it.
+    """
+
+
+class WorkerLost(Exception):
+    """The process running this attempt ended before it could report an outcome."""

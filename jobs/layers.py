@@ -15,6 +15,8 @@ from typing import Any
 
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
+from .transport.connections import redis_address
+
 
 class JobsChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
     def __init__(self, hosts: list[Any] | None = None, prefix: str = "asgi", **kwargs: Any) -> None:
@@ -36,15 +38,3 @@ class JobsChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
     def group_channel(self, group: str) -> str:
         """The Redis pub/sub channel a group send goes to (channels-redis's naming, kept in one place)."""
         return f"{self.prefix}__group__{group}"
-
-
-def redis_address() -> str:
-    """A redis:// or unix:// URL of the jobs' Redis, starting the embedded server if that is the one."""
-    from .conf import jobs_settings
-    from .queues import get_connection
-
-    url = jobs_settings().REDIS_URL
-    if url:
-        return url
-    kwargs = get_connection().connection_pool.connection_kwargs
-    return f"unix://{kwargs['path']}"

@@ -11,10 +11,11 @@ from django.db import connection
 from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
-from redis.exceptions import RedisError
 
-from . import queues, registry
+from . import registry
 from .models import TERMINAL_STATUSES, WAITING_STATUSES, JobLog, JobStatus
+from .transport import queues as transport
+from .transport.connections import TransportError
 from .types import PRIORITIES
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,10 @@ def list_queue_stats(*, by_priority: dict[str, dict[str, dict[str, int]]] | None
     ):
         throughput[done["queue"]] = {"last_minute": done["last_minute"], "last_hour": done["last_hour"]}
     try:
-        paused = queues.paused_queues()
-        workers = queues.workers_by_queue()
-        lengths = {name: queues.queue_lengths(name) for name in types_by_queue}
-    except RedisError:
+        paused = transport.paused_queues()
+        workers = transport.workers_by_queue()
+        lengths = {name: transport.queue_lengths(name) for name in types_by_queue}
+    except TransportError:
         logger.warning("Redis unavailable: queue stats without Redis details", exc_info=True)
         paused, workers, lengths = set(), {}, {}
     return [
@@ -164,11 +165,7 @@ def get_health() -> Health:
     except Exception:  # noqa: BLE001 - any database failure means degraded, never a 500
         logger.warning("Health: database unreachable", exc_info=True)
     try:
-        from rq.worker import Worker
-
-        conn = queues.get_connection()
-        conn.ping()
-        worker_count = Worker.count(connection=conn)
+        worker_count = transport.count_workers()
         redis_ok = True
     except Exception:  # noqa: BLE001
         logger.warning("Health: Redis unreachable", exc_info=True)

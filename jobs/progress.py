@@ -23,6 +23,7 @@ from django.db import connections
 from django.utils import timezone
 
 from .conf import jobs_settings
+from .transport.connections import connection_for_url
 from .types import FailedItem, ProgressFrame, StatusFrame
 
 if TYPE_CHECKING:
@@ -150,8 +151,6 @@ class Publisher:
         # jobs have no page open on them, so most frames cost nothing more. A socket that joins after the count
         # misses nothing: consumers join their groups before they read the job's snapshot from SQL, and frames
         # are published only after the change they carry is committed.
-        from .queues import connection_for_url
-
         if self._redis is None or self._redis_address != address:
             self._redis, self._redis_address = connection_for_url(address), address
         channels = {group: self.layer.group_channel(group) for _frame, groups in batch for group in groups}
@@ -286,6 +285,9 @@ class JobContext:
             self.stage = str(stage)[:100]
         if data is not None or extra:
             self.data = {**self.data, **(data or {}), **extra}
+        self._changed()
+
+    def _changed(self) -> None:
         self._dirty = self._unpublished = True
         now = time.monotonic()
         if now - self._last_publish >= self._settings.PROGRESS_PUBLISH_INTERVAL:
@@ -315,6 +317,13 @@ class JobContext:
             "failed_items": self.failed_items,
             "failed_items_count": self.failed_items_count,
         }
+
+    def apply(self, fields: dict[str, Any]) -> None:
+        """Take progress reported from elsewhere (an isolated child's progress_fields()), as if reported here."""
+        self.percent, self.message = fields["progress_percent"], fields["progress_message"]
+        self.stage, self.data = fields["progress_stage"], fields["progress_data"]
+        self.failed_items, self.failed_items_count = fields["failed_items"], fields["failed_items_count"]
+        self._changed()
 
     def progress_frame(self) -> ProgressFrame:
         return {

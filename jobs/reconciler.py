@@ -9,9 +9,11 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from . import queues, runner
+from . import lifecycle
 from .conf import jobs_settings
 from .models import JobLog, JobStatus
+from .transport import queues as transport
+from .transport.connections import get_connection
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
     grace = settings.RECONCILE_GRACE if grace is None else grace
     confirm_after = settings.HEARTBEAT_INTERVAL * 3 if confirm_after is None else confirm_after
     report = ReconcileReport()
-    conn = queues.get_connection()
+    conn = get_connection()
     lock = conn.lock(f"{settings.QUEUE_PREFIX}:reconcile:lock", timeout=300, blocking=False)
     if not lock.acquire():
         report.skipped = True
@@ -86,9 +88,7 @@ def _push_pending(cutoff: datetime, report: ReconcileReport) -> None:
     pending = JobLog.objects.filter(status=JobStatus.PENDING, updated_at__lt=cutoff).order_by("created_at", "id")
     for _ in range(MAX_PAGES):
         page = list(pending[:BATCH])
-        for job in page:
-            queues.push_or_raise(job)
-            report.pushed_pending.append(str(job.id))
+        report.pushed_pending += [str(job.id) for job in lifecycle.repush(page)]
         if len(page) < BATCH:
             return
 
@@ -102,15 +102,9 @@ def _repush_missing(cutoff: datetime, report: ReconcileReport) -> None:
         if not page:
             return
         last_pk = page[-1].pk
-        present = queues.which_waiting_in_redis([str(job.id) for job in page])
-        for job in page:
-            if str(job.id) in present:
-                continue
-            # Back to pending first: push() only moves pending rows, so a job that started meanwhile is left alone.
-            if JobLog.objects.filter(pk=job.pk, status=job.status).update(status=JobStatus.PENDING):
-                job.status = JobStatus.PENDING
-                queues.push_or_raise(job)
-                report.repushed_missing.append(str(job.id))
+        present = transport.which_waiting_in_redis([str(job.id) for job in page])
+        missing = [job for job in page if str(job.id) not in present]
+        report.repushed_missing += [str(job.id) for job in lifecycle.repush(missing)]
         if len(page) < BATCH:
             return
 
@@ -125,34 +119,27 @@ def _repush_dropped(cutoff: datetime, report: ReconcileReport) -> None:
     queued = JobLog.objects.filter(status=JobStatus.QUEUED, enqueued_at__lt=cutoff)
     for queue_name, priority in queued.values_list("queue", "priority").distinct().order_by():
         rows = queued.filter(queue=queue_name, priority=priority)
-        head = queues.queue_head(queue_name, priority)
+        head = transport.queue_head(queue_name, priority)
         if head is not None:
             head_enqueued_at = JobLog.objects.filter(pk=head).values_list("enqueued_at", flat=True).first()
             if head_enqueued_at is None:
                 continue  # a head SQL does not know: no order to reason with
             rows = rows.filter(enqueued_at__lt=head_enqueued_at - timedelta(seconds=1))
         page = list(rows.order_by("enqueued_at")[:BATCH])
-        states = queues.rq_states([str(job.id) for job in page])
+        states = transport.rq_states([str(job.id) for job in page])
         # A pool worker marks a job started in rq when it claims it, and sets its liveness key in the same step: a
         # claim whose key lapsed while SQL still says queued belongs to a worker that died before starting it.
         claimed = [job_id for job_id, state in states.items() if state == "started"]
-        abandoned = set(claimed) - queues.which_alive(claimed) if claimed else set()
-        for job in page:
-            if states[str(job.id)] != "queued" and str(job.id) not in abandoned:
-                continue  # running, scheduled, waiting for a concurrency slot, or handled by _repush_missing
-            if JobLog.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(status=JobStatus.PENDING):
-                job.status = JobStatus.PENDING
-                queues.push_or_raise(job)
-                report.repushed_missing.append(str(job.id))
+        abandoned = set(claimed) - transport.which_alive(claimed) if claimed else set()
+        # Anything else is running, scheduled, waiting for a concurrency slot, or handled by _repush_missing.
+        dropped = [job for job in page if states[str(job.id)] == "queued" or str(job.id) in abandoned]
+        report.repushed_missing += [str(job.id) for job in lifecycle.repush(dropped)]
 
 
 def _release_overdue(cutoff: datetime, report: ReconcileReport) -> None:
-    overdue = JobLog.objects.filter(status=JobStatus.SCHEDULED, run_at__lt=cutoff).order_by("run_at")[:BATCH]
-    for job in overdue:
-        if JobLog.objects.filter(pk=job.pk, status=JobStatus.SCHEDULED).update(status=JobStatus.PENDING):
-            job.status = JobStatus.PENDING
-            queues.requeue(job)  # drops the rq job from the scheduled registry and queues it at once
-            report.released_overdue.append(str(job.id))
+    overdue = list(JobLog.objects.filter(status=JobStatus.SCHEDULED, run_at__lt=cutoff).order_by("run_at")[:BATCH])
+    # Dropped from rq's scheduled registry and queued at once.
+    report.released_overdue += [str(job.id) for job in lifecycle.repush(overdue, run_now=True)]
 
 
 def _recover_running(cutoff: datetime, confirm_after: float, report: ReconcileReport) -> None:
@@ -164,12 +151,12 @@ def _recover_running(cutoff: datetime, confirm_after: float, report: ReconcileRe
     ]
     if not running:
         return
-    suspects = set(running) - queues.which_alive(running)
+    suspects = set(running) - transport.which_alive(running)
     if not suspects:
         return
     # A live attempt refreshes its key every HEARTBEAT_INTERVAL; after a Redis restart the key is briefly
     # missing for jobs that are fine. Only a key still missing after a full beat period means a lost attempt.
     time.sleep(confirm_after)
-    for job_id in sorted(suspects - queues.which_alive(sorted(suspects))):
-        runner.recover_lost_attempt(job_id, "The worker running this job stopped responding (lost or killed).")
+    for job_id in sorted(suspects - transport.which_alive(sorted(suspects))):
+        lifecycle.lost(job_id, "The worker running this job stopped responding (lost or killed).")
         report.recovered_running.append(job_id)

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from rest_framework import serializers
@@ -18,6 +18,7 @@ from .conf import jobs_settings
 from .exceptions import InvalidPayload, UnknownJobType
 
 Handler = Callable[..., Any]
+Isolation = Literal["process"] | None
 H = TypeVar("H", bound=Handler)
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
@@ -58,11 +59,9 @@ class JobType:
     staff_only: bool = False
     retry_on: tuple[type[BaseException], ...] = ()
     give_up_on: tuple[type[BaseException], ...] = ()
+    # "process": each attempt runs in a forked child of its worker process, stopped by killing the child.
+    isolation: Isolation = None
     description: str = field(default="", compare=False)
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.handler)
 
     @property
     def parsed_rate_limit(self) -> RateLimit | None:
@@ -122,6 +121,7 @@ def job_type(
     staff_only: bool = False,
     retry_on: tuple[type[BaseException], ...] = (),
     give_up_on: tuple[type[BaseException], ...] = (),
+    isolation: Isolation = None,
 ) -> Callable[[H], H]:
     """Register the decorated ``handler(ctx, payload)`` as job type ``name``; options default from JOBS."""
 
@@ -142,6 +142,7 @@ def job_type(
             staff_only=staff_only,
             retry_on=tuple(retry_on),
             give_up_on=tuple(give_up_on),
+            isolation=isolation,
             description=inspect.getdoc(handler) or "",
         )
         existing = _registry.get(name)

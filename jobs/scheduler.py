@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from django.db import close_old_connections, transaction
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from . import reconciler
 from .conf import jobs_settings
 from .exceptions import InvalidSchedule, JobsError
 from .models import TERMINAL_STATUSES, JobLog, JobSchedule, OverlapPolicy, ScheduleKind
+from .transport.connections import TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def run_scheduler(stop: threading.Event, *, once: bool = False) -> None:
                 reconciler.reconcile()
                 next_reconcile = started + settings.RECONCILE_EVERY
             backoff = 1.0
-        except RedisError as exc:
+        except TransportError as exc:
             # Ride out a Redis outage: submissions stay pending in SQL and are pushed once it is back.
             logger.warning("Scheduler: Redis unavailable (%s); retrying in %.0f s", exc, backoff)
             stop.wait(backoff)

@@ -2,41 +2,32 @@
 
 from __future__ import annotations
 
-import copy
 import json
-import logging
 import math
-import uuid
 from collections.abc import Iterable, Mapping
-from contextlib import nullcontext
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, connections, models, transaction
-from django.db.models.sql import InsertQuery
+from django.db import IntegrityError
 from django.utils import timezone
 
-from . import queues, registry
+from . import lifecycle, registry
 from .conf import jobs_settings
 from .exceptions import (
     IdempotencyConflict,
     InvalidPayload,
     InvalidSubmission,
-    JobAlreadyFinished,
     JobNotFound,
     JobNotRetryable,
     JobTypeForbidden,
     PayloadTooLarge,
     QueueNotFound,
 )
-from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobSchedule, JobStatus
-from .progress import publish_status
+from .models import WAITING_STATUSES, JobLog, JobSchedule, JobStatus
 from .registry import JobType
+from .transport import queues as transport
 from .types import PRIORITIES, Priority
-
-logger = logging.getLogger(__name__)
 
 
 def submit(
@@ -99,15 +90,13 @@ def get_or_submit(
         schedule=schedule,
     )
     try:
-        _insert_with_event(job)
+        lifecycle.queue_new([job])
     except IntegrityError:
         # Two submissions raced with one idempotency key: the other one won, answer with its job.
         existing = _find_idempotent(type_name, owner, idempotency_key) if idempotency_key else None
         if existing is None:
             raise
         return _replay(existing, clean_payload), False
-    # After commit, so a worker never sees a missing row; if Redis is down the reconciler pushes later.
-    transaction.on_commit(partial(queues.push_submitted, job))
     return job, True
 
 
@@ -119,12 +108,11 @@ def submit_many(
     priority: Priority = "normal",
     delay: float | None = None,
     run_at: datetime | None = None,
-    batch_size: int = 1000,
 ) -> list[JobLog]:
     """Submit one job of ``type_name`` per payload with a few bulk statements; all or nothing.
 
     Every payload is validated first: one bad payload raises (its position in the message and in
-    ``InvalidPayload.errors``) and nothing is written. The rows are pushed to rq on commit in pipelined round
+    ``InvalidPayload.errors``) and nothing is written. The jobs are handed to Redis on commit in pipelined round
     trips. Idempotency keys are for single submissions; bulk jobs publish no per-job "queued" frames.
     """
     job_type, owner = _submitter_checks(type_name, user, priority)
@@ -140,16 +128,9 @@ def submit_many(
             raise type(exc)(f"Payload #{index}: {exc}") from None
     if not cleaned:
         return []
-    # Written as what the push makes them, so no UPDATE follows it (see _new_job).
-    template = _new_job(job_type, {}, owner=owner, priority=priority, run_at=run_at, now=timezone.now())
-    jobs = _rows_like(template, cleaned)
-    event_data = _submitted_data(jobs[0])  # every job of the call has the same status, priority, queue and run_at
-    one_statement = connection.vendor == "postgresql" and len(jobs) <= batch_size  # atomic by itself
-    insert = _insert_many_with_events if connection.vendor == "postgresql" else _insert_many_one_by_one
-    with nullcontext() if one_statement else transaction.atomic():
-        for start in range(0, len(jobs), batch_size):
-            insert(jobs[start : start + batch_size], event_data)
-    transaction.on_commit(partial(queues.push_many, jobs))
+    now = timezone.now()
+    jobs = [_new_job(job_type, payload, owner=owner, priority=priority, run_at=run_at, now=now) for payload in cleaned]
+    lifecycle.queue_new(jobs, publish=False)
     return jobs
 
 
@@ -163,17 +144,12 @@ def _new_job(
     now: datetime,
     **fields: Any,
 ) -> JobLog:
-    """The unsaved row of a submission.
-
-    Written as what the push on commit makes it (queued, or scheduled for a later run_at), so a submission
-    commits once: if the push fails, the row goes back to pending, and if this process dies before pushing, the
-    reconciler finds a queued row that Redis lacks and pushes it.
-    """
+    """The unsaved row of a submission, in the status its hand-off to Redis gives it (see jobs.lifecycle)."""
     return JobLog(
         job_type=job_type.name,
         queue=job_type.queue,
         priority=priority,
-        status=JobStatus.SCHEDULED if run_at is not None and run_at > now else JobStatus.QUEUED,
+        status=lifecycle.waiting_status(run_at, now),
         enqueued_at=now,
         payload=payload,
         max_attempts=job_type.max_attempts,
@@ -181,162 +157,6 @@ def _new_job(
         run_at=run_at,
         **fields,
     )
-
-
-def _rows_like(template: JobLog, payloads: list[dict[str, Any]]) -> list[JobLog]:
-    """Unsaved rows equal to ``template`` but for a new id and their payload.
-
-    Built from positional values, as Model.from_db builds rows: keyword construction would work out every default
-    and descriptor again per row, three times the cost (most of a bulk submission's Python time).
-    """
-    fields = JobLog._meta.concrete_fields
-    values = [getattr(template, field.attname) for field in fields]
-    id_index = next(i for i, field in enumerate(fields) if field.attname == "id")
-    payload_index = next(i for i, field in enumerate(fields) if field.attname == "payload")
-    # The other JSON values are containers (an empty list, say): every row gets its own, never one shared by all.
-    containers = [i for i, value in enumerate(values) if isinstance(value, list | dict) and i != payload_index]
-    owner = template.owner
-    rows = []
-    for payload in payloads:
-        row_values = list(values)
-        row_values[id_index] = uuid.uuid4()
-        row_values[payload_index] = payload
-        for index in containers:
-            row_values[index] = copy.deepcopy(values[index])
-        row = JobLog(*row_values)  # type: ignore[misc]  # positional, as Model.from_db; the stubs know keywords only
-        if owner is not None:
-            JobLog.owner.field.set_cached_value(row, owner)  # as keyword construction would: job.owner costs no query
-        rows.append(row)
-    return rows
-
-
-def _insert_with_event(job: JobLog) -> None:
-    """INSERT the row and its "submitted" event together: one statement on PostgreSQL, a transaction elsewhere."""
-    event = JobEvent(job=job, kind=EventKind.SUBMITTED, status=job.status, data=_submitted_data(job))
-    # Django builds each INSERT (defaults, auto_now_add, JSON encoding), so the SQL is exactly what save() would send.
-    job_sql, job_params = _insert_sql(job)
-    event_sql, event_params = _insert_sql(event)
-    if connection.vendor != "postgresql":
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(job_sql, job_params)
-            cursor.execute(event_sql, event_params)
-    else:
-        # A data-modifying CTE: both rows in one round trip and one implicit transaction. Inside the caller's
-        # transaction, a savepoint: a duplicate idempotency key must not abort the caller's work.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-            cursor.execute(f"WITH job AS ({job_sql}) {event_sql}", [*job_params, *event_params])
-    job._state.adding = event._state.adding = False
-    job._state.db = event._state.db = connection.alias
-
-
-def _insert_sql(obj: JobLog | JobEvent) -> tuple[str, list[Any]]:
-    """Django's own INSERT for ``obj`` (defaults, auto_now_add, JSON adaptation), its text built once per model."""
-    model = type(obj)
-    cached = _insert_statements.get(model)
-    if cached is None:
-        fields = _insert_fields(model)
-        query = InsertQuery(model)
-        query.insert_values(fields, [obj])
-        [(statement, _params)] = query.get_compiler(connection=connection).as_sql()
-        cached = _insert_statements[model] = (statement, fields)
-    statement, fields = cached
-    # What the INSERT compiler does per value (pre_save, then get_db_prep_save; our rows hold no expressions),
-    # with this thread's connection looked up once: through the django.db.connection proxy, every value's
-    # adaptation looked it up again, a third of this function's time.
-    db = connections[connection.alias]
-    return statement, [field.get_db_prep_save(field.pre_save(obj, True), db) for field in fields]
-
-
-_insert_statements: dict[type[Any], tuple[str, list[Any]]] = {}
-
-
-def _insert_fields(model: type[models.Model]) -> list[Any]:
-    """The columns Django's INSERT for ``model`` names, in its order."""
-    meta = model._meta
-    return [field for field in meta.local_concrete_fields if field is not meta.auto_field]
-
-
-def _insert_many_with_events(jobs: list[JobLog], event_data: dict[str, Any]) -> None:
-    """PostgreSQL: INSERT rows that differ only in id and payload, and their "submitted" events, in one statement.
-
-    Django's INSERT for the first row becomes an INSERT ... SELECT over two array parameters (the ids and the
-    payloads, each sent as one text), so no value is prepared per row but the payload's JSON text: bulk_create
-    would build and adapt every column of every row and event.
-    """
-    first = jobs[0]
-    job_sql, job_params = _insert_sql(first)
-    event = JobEvent(job=first, kind=EventKind.SUBMITTED, status=first.status, data=event_data)
-    event_sql, event_params = _insert_sql(event)
-    job_columns = _select_list(job_sql, job_params, {"id": "t.id", "payload": "t.payload"}, JobLog)
-    event_columns = _select_list(event_sql, event_params, {"job_id": "job.id"}, JobEvent)
-    ids = ",".join(str(job.pk) for job in jobs)
-    payloads = json.dumps([job.payload for job in jobs])
-    sql = (
-        f"WITH job AS ({job_sql.partition(' VALUES ')[0]} SELECT {job_columns[0]} FROM unnest("
-        "string_to_array(%s, ',')::uuid[], "
-        "ARRAY(SELECT e.value FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(value, n) ORDER BY e.n)"
-        ") AS t(id, payload) RETURNING id) "
-        f"{event_sql.partition(' VALUES ')[0]} SELECT {event_columns[0]} FROM job"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*job_columns[1], ids, payloads, *event_columns[1]])
-    _mark_inserted(jobs, first)
-
-
-def _insert_many_one_by_one(jobs: list[JobLog], event_data: dict[str, Any]) -> None:
-    """Any other database: Django's INSERT for the first row and its event, executed once per row (executemany)
-    with each row's own id and payload, for rows that differ only in those (see _rows_like).
-
-    bulk_create would build and adapt every column of every row and event: on SQLite, three quarters of a bulk
-    submission's time.
-    """
-    first = jobs[0]
-    job_sql, job_params = _insert_sql(first)
-    event_sql, event_params = _insert_sql(
-        JobEvent(job=first, kind=EventKind.SUBMITTED, status=first.status, data=event_data)
-    )
-    job_columns = [field.attname for field in _insert_fields(JobLog)]
-    id_index, payload_index = job_columns.index("id"), job_columns.index("payload")
-    event_job_index = [field.attname for field in _insert_fields(JobEvent)].index("job_id")
-    db = connections[connection.alias]
-    id_field, payload_field = JobLog._meta.get_field("id"), JobLog._meta.get_field("payload")
-    job_rows, event_rows = [], []
-    for job in jobs:
-        db_id = id_field.get_db_prep_save(job.pk, db)
-        job_row, event_row = list(job_params), list(event_params)
-        job_row[id_index], job_row[payload_index] = db_id, payload_field.get_db_prep_save(job.payload, db)
-        event_row[event_job_index] = db_id
-        job_rows.append(job_row)
-        event_rows.append(event_row)
-    with connection.cursor() as cursor:
-        cursor.executemany(job_sql, job_rows)
-        cursor.executemany(event_sql, event_rows)
-    _mark_inserted(jobs, first)
-
-
-def _mark_inserted(jobs: list[JobLog], first: JobLog) -> None:
-    for job in jobs:
-        job.created_at, job.updated_at = first.created_at, first.updated_at  # as written: one value for all
-        job._state.adding = False
-        job._state.db = connection.alias
-
-
-def _select_list(
-    insert_sql: str, params: list[Any], per_row: dict[str, str], model: type[models.Model]
-) -> tuple[str, list[Any]]:
-    """The SELECT list that replaces ``insert_sql``'s VALUES: a parameter per column, or ``per_row``'s expression."""
-    columns = [field.column for field in _insert_fields(model)]
-    values = insert_sql.partition(" VALUES ")[2]
-    # Django writes one plain placeholder per column for these models; anything else is not what this rewrites.
-    assert values == "(" + ", ".join(["%s"] * len(columns)) + ")", values
-    select, kept = [], []
-    for column, param in zip(columns, params, strict=True):
-        if column in per_row:
-            select.append(per_row[column])
-        else:
-            select.append("%s")
-            kept.append(param)
-    return ", ".join(select), kept
 
 
 def _submitter_checks(type_name: str, user: Any, priority: Any) -> tuple[JobType, Any]:
@@ -385,13 +205,6 @@ def _replay(existing: JobLog, clean_payload: dict[str, Any]) -> JobLog:
     return existing
 
 
-def _submitted_data(job: JobLog) -> dict[str, Any]:
-    data: dict[str, Any] = {"priority": job.priority, "queue": job.queue}
-    if job.run_at:
-        data["run_at"] = job.run_at.isoformat()
-    return data
-
-
 def get_job(job_id: Any, *, user: Any = None) -> JobLog:
     """The job with that id, if ``user`` may see it (None: no restriction); raises JobNotFound."""
     jobs = JobLog.objects.all() if user is None else JobLog.objects.visible_to(user)
@@ -404,83 +217,12 @@ def get_job(job_id: Any, *, user: Any = None) -> JobLog:
 
 def cancel_job(job: JobLog, *, user: Any = None) -> JobLog:
     """Cancel a waiting job at once, or ask a running one to stop; raises JobAlreadyFinished."""
-    now = timezone.now()
-    by = getattr(user, "pk", None)
-    with transaction.atomic():
-        # Conditional updates, not read-then-write: a worker may be starting this very job.
-        canceled_now = bool(
-            JobLog.objects.filter(pk=job.pk, status__in=WAITING_STATUSES).update(
-                status=JobStatus.CANCELED, cancel_requested_at=now, finished_at=now
-            )
-        )
-        if canceled_now:
-            JobEvent.objects.create(
-                job=job, kind=EventKind.CANCELED, status=JobStatus.CANCELED, attempt=job.attempts, data={"by": by}
-            )
-            transaction.on_commit(partial(_drop_from_redis, str(job.id)))
-            transaction.on_commit(partial(publish_status, job))  # job is refreshed below, before commit
-        elif JobLog.objects.filter(pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True).update(
-            cancel_requested_at=now
-        ):
-            JobEvent.objects.create(
-                job=job,
-                kind=EventKind.CANCEL_REQUESTED,
-                status=JobStatus.RUNNING,
-                attempt=job.attempts,
-                data={"by": by},
-            )
-            ttl = registry.get(job.job_type).timeout + int(jobs_settings().CANCEL_GRACE) + 60
-            transaction.on_commit(partial(queues.request_cancel, str(job.id), ttl))
-        job.refresh_from_db()
-    # A running job whose cancel was already requested is fine: asking twice is not an error.
-    if job.is_finished and not canceled_now:
-        raise JobAlreadyFinished(f"The job is already {job.status}.")
-    return job
-
-
-def _drop_from_redis(job_id: str) -> None:
-    # The SQL row already says canceled and the runner checks it, so a Redis error here loses nothing.
-    try:
-        queues.cancel_rq_job(job_id)
-    except Exception:  # noqa: BLE001
-        logger.warning("Could not remove canceled job %s from Redis", job_id, exc_info=True)
+    return lifecycle.cancel(job, by=getattr(user, "pk", None))
 
 
 def retry_job(job: JobLog, *, user: Any = None) -> JobLog:
     """Run a failed or canceled job again under the same id, with a fresh budget of attempts."""
-    job_type = registry.get(job.job_type)
-    with transaction.atomic():
-        updated = JobLog.objects.filter(pk=job.pk, status__in=(JobStatus.FAILED, JobStatus.CANCELED)).update(
-            status=JobStatus.PENDING,
-            attempts_before_retry=job.attempts,
-            max_attempts=job_type.max_attempts,
-            result=None,
-            error_type="",
-            error_message="",
-            traceback="",
-            cancel_requested_at=None,
-            finished_at=None,
-            started_at=None,
-            run_at=None,
-            progress_percent=0,
-            progress_message="",
-            progress_stage="",
-            progress_data={},
-            failed_items=[],
-            failed_items_count=0,
-        )
-        job.refresh_from_db()
-        if not updated:
-            raise JobNotRetryable(f"Only failed or canceled jobs can be retried; this one is {job.status}.")
-        JobEvent.objects.create(
-            job=job,
-            kind=EventKind.RETRIED,
-            status=JobStatus.PENDING,
-            attempt=job.attempts,
-            data={"by": getattr(user, "pk", None)},
-        )
-        transaction.on_commit(partial(queues.requeue, job))
-    return job
+    return lifecycle.retry(job, by=getattr(user, "pk", None))
 
 
 def _known_queue(name: str) -> str:
@@ -491,11 +233,11 @@ def _known_queue(name: str) -> str:
 
 def pause_queue(name: str) -> None:
     """Stop workers taking jobs from every priority level of queue ``name``; submissions still queue up."""
-    queues.pause(_known_queue(name))
+    transport.pause(_known_queue(name))
 
 
 def resume_queue(name: str) -> None:
-    queues.resume(_known_queue(name))
+    transport.resume(_known_queue(name))
 
 
 def requeue_failed(name: str, *, user: Any = None) -> int:
@@ -515,36 +257,10 @@ def empty_queue(name: str, *, user: Any = None, batch_size: int = 500) -> int:
 
     Running jobs go on (cancel them one by one). Jobs submitted after the call began are left alone.
     """
-    now = timezone.now()
-    by = getattr(user, "pk", None)
-    waiting = JobLog.objects.filter(queue=_known_queue(name), status__in=WAITING_STATUSES, created_at__lte=now)
+    waiting = JobLog.objects.filter(
+        queue=_known_queue(name), status__in=WAITING_STATUSES, created_at__lte=timezone.now()
+    ).order_by()
     count = 0
-    while batch := list(waiting.order_by().values_list("pk", "attempts")[:batch_size]):
-        ids = [pk for pk, _attempts in batch]
-        with transaction.atomic():
-            # Conditional, like cancel_job(): a worker may be starting some of these right now. The stamp tells
-            # the rows this update canceled from any canceled meanwhile by someone else.
-            JobLog.objects.filter(pk__in=ids, status__in=WAITING_STATUSES).update(
-                status=JobStatus.CANCELED, cancel_requested_at=now, finished_at=now
-            )
-            canceled = set(
-                JobLog.objects.filter(pk__in=ids, status=JobStatus.CANCELED, cancel_requested_at=now).values_list(
-                    "pk", flat=True
-                )
-            )
-            JobEvent.objects.bulk_create(
-                JobEvent(
-                    job_id=pk,
-                    kind=EventKind.CANCELED,
-                    status=JobStatus.CANCELED,
-                    attempt=attempts,
-                    message="The queue was emptied.",
-                    data={"by": by},
-                )
-                for pk, attempts in batch
-                if pk in canceled
-            )
-            for pk in canceled:
-                transaction.on_commit(partial(_drop_from_redis, str(pk)))
-        count += len(canceled)
+    while ids := list(waiting.values_list("pk", flat=True)[:batch_size]):
+        count += lifecycle.cancel_waiting(ids, by=getattr(user, "pk", None), message="The queue was emptied.")
     return count

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_USERNAME = "demo"
 WEB_START_TIMEOUT = 60.0  # seconds for the web server to accept connections
 STOP_TIMEOUT = 10.0  # web server and scheduler
-WORKER_STOP_MARGIN = 15.0  # on top of JOBS["SHUTDOWN_GRACE"], which a running job gets to finish
+WORKER_STOP_MARGIN = 15.0  # on top of what the worker's supervisor itself waits for its processes
 
 
 class Child:
@@ -170,7 +170,7 @@ def main() -> int:
     from django.db import connections
 
     from jobs.conf import jobs_settings
-    from jobs.queues import get_connection, stop_embedded_redis
+    from jobs.transport.connections import get_connection, stop_embedded_redis
 
     port = int(os.environ.get("DEMO_PORT", "8000"))
     password = os.environ.get("DEMO_PASSWORD") or "demo"
@@ -258,10 +258,12 @@ def main() -> int:
             signal.signal(signum, signal.SIG_IGN)
         web.stop(STOP_TIMEOUT)
         scheduler.stop(STOP_TIMEOUT)
-        grace = jobs_settings().SHUTDOWN_GRACE
+        settings = jobs_settings()
+        grace = settings.SHUTDOWN_GRACE
         if worker.running():
             print(f"[demo] Stopping the worker (a running job gets {grace:.0f} s to finish).", flush=True)
-        worker.stop(grace + WORKER_STOP_MARGIN)
+        # The supervisor gives a job that ignores the stop two cancel graces more, then ends its process.
+        worker.stop(grace + 2 * settings.CANCEL_GRACE + WORKER_STOP_MARGIN)
         if stop_embedded_redis():
             print("[demo] Stopped the embedded redis-server.", flush=True)
         print("[demo] Stopped.", flush=True)

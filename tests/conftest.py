@@ -138,16 +138,16 @@ def _redis_picture(redis_url: str) -> str:
 
 @pytest.fixture
 def drain(redis_url: str) -> Callable[..., None]:
-    """Run an in-process SimpleWorker in bursts (with rq's scheduler) until ``until()`` holds."""
-    from jobs.worker import build_worker
+    """Run the engine's loop in this process, in bursts (moving due retries), until ``until()`` holds."""
+    from jobs.workers.supervisor import WorkerOptions, run_in_process
 
     def run(until: Callable[[], Any], timeout: float = 20, **worker_options: Any) -> None:
-        worker = build_worker(worker_class="simple", **worker_options)
+        options = WorkerOptions(burst=True, concurrency=worker_options.pop("concurrency", 4), **worker_options)
         deadline = time.monotonic() + timeout
         while not until():
             if time.monotonic() > deadline:
                 raise AssertionError(f"jobs did not reach the expected state in time; {_redis_picture(redis_url)}")
-            worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+            run_in_process(options)
             time.sleep(0.05)
 
     return run
@@ -179,7 +179,10 @@ class WorkerProcesses:
             **self.extra_env,
         }
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, one_process: bool = True) -> subprocess.Popen[bytes]:
+        """``manage.py jobs_worker *args``; with ``one_process``, one worker process unless ``args`` say how many."""
+        if one_process and "--processes" not in args:
+            args = ("--processes", "1", *args)
         fd, name = tempfile.mkstemp(prefix="jobs-worker-", suffix=".log")
         log = Path(name)
         with os.fdopen(fd, "wb") as out:
@@ -241,12 +244,3 @@ def own_redis(settings, transactional_db) -> Iterator[OwnRedis]:
     yield server
     server.stop()
     shutil.rmtree(server.dir, ignore_errors=True)
-
-
-def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
-    # Django removes the SQLite test database; jobs.sqlite_writes's lock file beside it is this run's to remove.
-    from django.conf import settings
-
-    test_name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
-    if test_name:
-        Path(f"{test_name}-jobs-write-lock").unlink(missing_ok=True)

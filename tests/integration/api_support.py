@@ -10,7 +10,8 @@ from rest_framework.test import APIClient
 
 from jobs import registry
 from jobs.models import JobEvent, JobLog, JobSchedule
-from jobs.queues import get_connection, queue_lengths
+from jobs.transport.connections import get_connection
+from jobs.transport.queues import queue_lengths
 
 JOBS_URL = "/api/jobs/"
 

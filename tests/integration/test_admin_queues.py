@@ -51,7 +51,7 @@ def csrf_client(user, page: str) -> tuple[Client, str]:
 def test_queues_page__counts_per_queue_and_priority_and_workers(root, workers):
     with transaction.atomic():
         done = [submit("echo", {"n": i}) for i in range(3)]
-    workers.start("--worker-class", "simple", "--types", "echo", "--name", "page-worker")
+    workers.start("--types", "echo", "--name", "page-worker")
     wait_for(lambda: all(fresh(j).status == JobStatus.SUCCEEDED for j in done), what="the echo jobs")
     with transaction.atomic():
         submit("echo", {"n": 9}, priority="high", delay=600)
@@ -67,7 +67,7 @@ def test_queues_page__counts_per_queue_and_priority_and_workers(root, workers):
     # The worker: name, host, pid, state and heartbeat.
     workers_table = html.split("<tbody data-workers>")[1].split("</tbody>")[0]
     assert "page-worker" in workers_table and "ago</time>" in workers_table
-    (worker,) = [w for w in stats_of("echo")["workers"] if w["name"] == "page-worker"]
+    (worker,) = [w for w in stats_of("echo")["workers"] if w["name"].startswith("page-worker.")]
     assert str(worker["pid"]) in workers_table and worker["host"] in workers_table
     # Charts: three jobs finished in the last hour, drawn from local assets only.
     assert '"succeeded": [' in html and "jobs/admin/dashboard.js" in html
@@ -77,7 +77,7 @@ def test_queues_page__counts_per_queue_and_priority_and_workers(root, workers):
 
 
 def test_queues_page__current_job_of_a_busy_worker(root, workers):
-    workers.start("--worker-class", "simple", "--types", "stubborn", "--name", "busy-worker")
+    workers.start("--types", "stubborn", "--name", "busy-worker")
     with transaction.atomic():
         job = submit("stubborn", {"seconds": 30})
     wait_for(lambda: fresh(job).status == JobStatus.RUNNING, what="the job to start")
@@ -136,7 +136,7 @@ def test_queue_actions__post_without_csrf_token_is_refused(root, redis_url, acti
 
 
 def test_pause_and_resume__posts_that_workers_obey(root, workers):
-    workers.start("--worker-class", "simple", "--types", "echo")
+    workers.start("--types", "echo")
     wait_for(lambda: stats_of("echo")["workers"], what="the worker")
     client, token = csrf_client(root, reverse(PAGE))
     response = client.post(action_url("echo", "pause"), {"csrfmiddlewaretoken": token}, follow=True)

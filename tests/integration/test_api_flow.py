@@ -77,7 +77,7 @@ def test_flow__submit_watch_progress_and_result(api, workers, capsys):
     # No worker yet: the job waits in its queue.
     assert api.request("GET", f"/api/jobs/{job['id']}/")[1]["status"] == "queued"
 
-    workers.start("--worker-class", "simple")
+    workers.start()
     seen = follow(api, job["id"], until={"succeeded", "failed"})
 
     statuses = [s["status"] for s in seen]
@@ -91,7 +91,7 @@ def test_flow__submit_watch_progress_and_result(api, workers, capsys):
 
 
 def test_flow__failing_job_retries_then_fails_with_the_error(api, workers):
-    workers.start("--worker-class", "simple")
+    workers.start()
     status, job, _ = api.request("POST", "/api/jobs/", {"type": "flaky", "payload": {"succeed_on": 99}})
     assert status == 202
 

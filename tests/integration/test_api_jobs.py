@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from jobs.models import EventKind, JobEvent, JobLog, JobStatus
-from jobs.queues import queue_lengths
+from jobs.transport.queues import queue_lengths
 from tests.factories import make_job
 from tests.integration.api_support import JOB_KEYS, JOBS_URL, job_url, session_client, state, token_client
 

@@ -162,7 +162,7 @@ def test_health__degraded_without_workers_details_for_staff_only(redis_url, alic
 
 
 def test_health__ok_with_a_worker(workers, admin):
-    workers.start("--worker-class", "simple")
+    workers.start()
     wait_for(lambda: APIClient().get("/api/health/").status_code == 200, what="a healthy report")
     assert APIClient().get("/api/health/").json() == {"status": "ok"}
     details = token_client(admin).get("/api/health/").json()

@@ -92,7 +92,7 @@ def test_jobs_health__exit_code_follows_health(workers, capsys):
 
     with pytest.raises(CommandError, match="degraded: no live worker"):
         call_command("jobs_health")
-    workers.start("--worker-class", "simple")
+    workers.start()
     wait_for(lambda: _healthy(), what="a live worker")
     call_command("jobs_health")
     assert '"status": "ok"' in capsys.readouterr().out

@@ -73,10 +73,10 @@ def test_publisher__after_the_gap_a_frame_goes_without_a_flush(redis_url, dashbo
 
 
 def test_publisher__sends_on_the_jobs_redis_client(redis_url, dashboard):
-    from jobs import queues
+    from jobs.transport.connections import get_connection
 
     publisher = progress.Publisher(JobsChannelLayer())
     publisher.put(status("shared"), ["dashboard"])
     wait_for(lambda: dashboard() == ["shared"], timeout=10, what="the frame")
-    # The client rq and the runner use: a work horse opens one connection for all three, not one each.
-    assert publisher._redis is queues.get_connection()
+    # The client rq and the engine use: a process opens its connections in one pool, not one pool each.
+    assert publisher._redis is get_connection()

@@ -27,7 +27,7 @@ def stats_of(name: str) -> dict:
 
 
 def test_pause__worker_leaves_paused_queue_alone_until_resumed(workers):
-    proc = workers.start("--worker-class", "simple", "--types", "echo", "greet")
+    proc = workers.start("--types", "echo", "greet")
     pause_queue("echo")
     with transaction.atomic():
         held = submit("echo", {"n": 1}, priority="critical")
@@ -45,7 +45,7 @@ def test_pause__worker_leaves_paused_queue_alone_until_resumed(workers):
 
 def test_pause__paused_while_worker_blocks_waiting(workers):
     # The worker is already blocked waiting on every queue when the pause lands.
-    workers.start("--worker-class", "simple", "--types", "echo")
+    workers.start("--types", "echo")
     wait_for(lambda: any(s["workers"] for s in list_queue_stats() if s["name"] == "echo"), what="the worker")
     time.sleep(0.5)
     pause_queue("echo")
@@ -67,7 +67,7 @@ def test_pause__unknown_queue_refused(redis_url):
 def test_stats__counts_workers_and_throughput(workers):
     with transaction.atomic():
         done = [submit("echo", {"n": i}) for i in range(3)]
-    workers.start("--worker-class", "simple", "--types", "echo", "--name", "stats-worker")
+    workers.start("--types", "echo", "--name", "stats-worker")
     wait_for(lambda: all(fresh(j).status == JobStatus.SUCCEEDED for j in done), what="the echo jobs")
     with transaction.atomic():
         submit("echo", {"n": 9}, delay=60)
@@ -76,12 +76,12 @@ def test_stats__counts_workers_and_throughput(workers):
     assert echo["counts"]["succeeded"] == 3 and echo["counts"]["scheduled"] == 1
     assert echo["throughput"] == {"last_minute": 3, "last_hour": 3}
     (worker,) = echo["workers"]
-    assert worker["name"] == "stats-worker" and worker["pid"] > 0 and worker["host"]
+    assert worker["name"].startswith("stats-worker.") and worker["pid"] > 0 and worker["host"]
 
 
 def test_health__degraded_without_workers_ok_with_one(workers):
     assert get_health()["status"] == "degraded" and get_health()["workers"] == 0
-    workers.start("--worker-class", "simple")
+    workers.start()
     health = wait_for(lambda: (h := get_health())["status"] == "ok" and h, what="a healthy report")
     assert health["database"] and health["redis"] and health["workers"] == 1
 
@@ -105,12 +105,12 @@ def test_requeue_failed__retries_every_failed_job_of_the_queue(redis_url, drain,
 
 
 def _claim_in_background(wanted: int) -> tuple[threading.Thread, list]:
-    from jobs.queues import claim_jobs, rq_queue_name
+    from jobs.transport.queues import claim, rq_queue_name
 
     result: list = []
     names = [rq_queue_name("echo", priority) for priority in ("critical", "normal")]
     thread = threading.Thread(
-        target=lambda: result.extend(claim_jobs(names, wanted, worker_name="probe", alive_seconds=5, block=3))
+        target=lambda: result.extend(claim(names, wanted, worker_name="probe", alive_seconds=5, block=3))
     )
     thread.start()
     time.sleep(0.3)  # it is now waiting in BLPOP on empty lists
@@ -120,7 +120,7 @@ def _claim_in_background(wanted: int) -> tuple[threading.Thread, list]:
 def test_claim__a_job_popped_while_waiting_on_a_paused_queue_is_handed_back_at_the_head(redis_url, redis_conn):
     from rq import Queue
 
-    from jobs.queues import queue_head
+    from jobs.transport.queues import queue_head
 
     thread, claimed = _claim_in_background(wanted=4)
     pause_queue("echo")
@@ -133,7 +133,7 @@ def test_claim__a_job_popped_while_waiting_on_a_paused_queue_is_handed_back_at_t
 
 
 def test_claim__wakes_on_the_first_job_and_takes_the_others_waiting_with_it(redis_url, redis_conn):
-    from jobs.queues import which_alive
+    from jobs.transport.queues import which_alive
 
     thread, claimed = _claim_in_background(wanted=4)
     pushed_at = time.time()
@@ -146,3 +146,21 @@ def test_claim__wakes_on_the_first_job_and_takes_the_others_waiting_with_it(redi
     # Started from when the wait ended, not from when it began.
     assert all(claim.started_at >= pushed_at for claim in claimed)
     assert which_alive(list(ids)) == taken
+
+
+def test_pause__a_waiting_worker_does_not_spin_on_a_paused_queues_jobs(workers):
+    import psutil
+
+    proc = workers.start("--types", "echo")
+    pause_queue("echo")
+    with transaction.atomic():
+        held = [submit("echo", {"n": n}) for n in range(3)]
+    wait_for(lambda: psutil.Process(proc.pid).children(), what="the worker process")
+    [process] = psutil.Process(proc.pid).children()
+    time.sleep(1)
+    before = process.cpu_times()
+    time.sleep(3)
+    after = process.cpu_times()
+    # Waiting, not popping the paused queue's jobs and handing them back again and again.
+    assert (after.user + after.system) - (before.user + before.system) < 0.5
+    assert {fresh(job).status for job in held} == {JobStatus.QUEUED}

@@ -25,9 +25,7 @@ def fresh(job: JobLog) -> JobLog:
     return JobLog.objects.get(pk=job.pk)
 
 
-def run_workers_until(
-    own_redis: Any, until: Callable[[], Any], what: str, worker_args: tuple[str, ...] = ("--worker-class", "simple")
-) -> None:
+def run_workers_until(own_redis: Any, until: Callable[[], Any], what: str, worker_args: tuple[str, ...] = ()) -> None:
     """Start one worker process on ``own_redis``, wait until ``until()`` holds, stop it."""
     pool = WorkerProcesses(own_redis.url)
     try:
@@ -80,7 +78,7 @@ def test_reconcile__redis_wiped_while_queued_restores_every_job_once(own_redis):
 def test_reconcile__killed_worker_job_is_retried_by_another_and_succeeds(own_redis):
     pool = WorkerProcesses(own_redis.url)
     try:
-        victim = pool.start("--worker-class", "simple")
+        victim = pool.start()
         with transaction.atomic():
             job = submit("crashy", {})
         wait_for(lambda: fresh(job).status == JobStatus.RUNNING, what="the job to start")
@@ -93,7 +91,7 @@ def test_reconcile__killed_worker_job_is_retried_by_another_and_succeeds(own_red
         assert report.recovered_running == [str(job.id)]
         assert fresh(job).status in (JobStatus.QUEUED, JobStatus.SCHEDULED)
 
-        pool.start("--worker-class", "simple")
+        pool.start()
         wait_for(lambda: fresh(job).status == JobStatus.SUCCEEDED, what="the retried job")
     finally:
         pool.stop_all()
@@ -105,7 +103,7 @@ def test_reconcile__killed_worker_job_is_retried_by_another_and_succeeds(own_red
 def test_reconcile__live_jobs_are_left_alone(own_redis):
     pool = WorkerProcesses(own_redis.url)
     try:
-        pool.start("--worker-class", "simple")
+        pool.start()
         with transaction.atomic():
             job = submit("cooperative", {"steps": 60})
         wait_for(lambda: fresh(job).status == JobStatus.RUNNING, what="the job to start")
@@ -136,7 +134,7 @@ def test_worker__survives_a_redis_restart_and_registers_again(own_redis):
 
     pool = WorkerProcesses(own_redis.url)
     try:
-        worker = pool.start("--worker-class", "simple")
+        worker = pool.start()
         wait_for(lambda: get_health()["workers"] == 1, what="the worker to register")
         own_redis.stop()  # Redis goes away (and, without persistence, comes back empty)
         time.sleep(3)
@@ -163,7 +161,7 @@ def test_reconcile__overdue_scheduled_job_is_released(own_redis):
         own_redis,
         lambda: fresh(job).status == JobStatus.SUCCEEDED,
         what="the released job",
-        worker_args=("--worker-class", "simple", "--without-scheduler"),
+        worker_args=("--without-scheduler",),
     )
 
 
@@ -192,7 +190,7 @@ def test_reconcile__job_rq_gave_up_on_while_sql_says_queued_is_pushed_again(own_
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
-    from jobs.queues import get_connection
+    from jobs.transport.connections import get_connection
 
     with transaction.atomic():
         job = submit("ordered", {"label": "abandoned"})
@@ -209,7 +207,8 @@ def test_reconcile__job_rq_gave_up_on_while_sql_says_queued_is_pushed_again(own_
 
 
 def test_reconcile__job_popped_by_a_worker_that_died_before_starting_it_is_pushed_again(own_redis):
-    from jobs.queues import get_connection, rq_queue_name
+    from jobs.transport.connections import get_connection
+    from jobs.transport.queues import rq_queue_name
 
     with transaction.atomic():
         dropped = submit("ordered", {"label": "dropped"})
@@ -227,15 +226,15 @@ def test_reconcile__job_popped_by_a_worker_that_died_before_starting_it_is_pushe
     assert sorted(labels_run(Redis.from_url(own_redis.url))) == ["dropped", "waiting"]
 
 
-def test_reconcile__job_claimed_by_a_pool_worker_that_died_before_starting_it_is_pushed_again(own_redis):
-    from jobs.queues import claim_jobs, rq_queue_name, which_alive
+def test_reconcile__job_claimed_by_a_worker_that_died_before_starting_it_is_pushed_again(own_redis):
+    from jobs.transport.queues import claim, rq_queue_name, which_alive
 
     with transaction.atomic():
         claimed = submit("ordered", {"label": "claimed"})
     time.sleep(1.1)
-    # A pool worker claimed it (rq: started, liveness key set) and was killed before its SQL start.
-    claims = claim_jobs([rq_queue_name("ordered", "normal")], 1, worker_name="gone", alive_seconds=0.3)
-    assert [claim.job_id for claim in claims] == [str(claimed.id)]
+    # A worker claimed it (rq: started, liveness key set) and was killed before its SQL start.
+    claims = claim([rq_queue_name("ordered", "normal")], 1, worker_name="gone", alive_seconds=0.3)
+    assert [taken.job_id for taken in claims] == [str(claimed.id)]
     report = reconcile(grace=0)
     assert report.repushed_missing == []  # its liveness key is still there: the worker may be about to start it
     wait_for(lambda: not which_alive([str(claimed.id)]), what="the liveness key to lapse")

@@ -10,7 +10,7 @@ import jobs
 from jobs import reconciler
 from jobs.exceptions import InvalidPayload, JobTypeForbidden, PayloadTooLarge, UnknownJobType
 from jobs.models import EventKind, JobEvent, JobLog, JobStatus
-from jobs.queues import queue_lengths
+from jobs.transport.queues import queue_lengths
 from tests.factories import make_user
 
 
@@ -21,10 +21,7 @@ def test_submit_many__queues_every_job_and_all_of_them_run(redis_url, drain, tra
     # Bulk INSERTs (one per batch the database allows: 2 in all on PostgreSQL), rows written queued: no UPDATE.
     verbs = [q["sql"].split()[0] for q in queries.captured_queries]
     assert verbs.count("UPDATE") == 0, verbs
-    if connection.vendor == "postgresql":
-        assert verbs == ["WITH"], verbs  # rows and events in one INSERT ... SELECT
-    else:
-        assert verbs.count("INSERT") <= 12, verbs
+    assert verbs.count("INSERT") <= (2 if connection.vendor == "postgresql" else 12), verbs
     assert len({job.pk for job in submitted}) == 100
     # Each row got its own payload, and what submit_many returned is what was written.
     rows = JobLog.objects.values_list("pk", "payload", "created_at")
@@ -64,20 +61,16 @@ def test_submit_many__returns_rows_as_submit_would(redis_url, transactional_db):
     assert events[0] == events[1] and len(events[0]) == 1
 
 
-def test_submit_many__several_batches_in_one_transaction(redis_url, transactional_db):
+def test_submit_many__bulk_statements_in_one_transaction(redis_url, transactional_db):
     with CaptureQueriesContext(connection) as queries:
-        submitted = jobs.submit_many("greet", [{"name": f"n{i}"} for i in range(100)], batch_size=30)
-    verbs = [q["sql"].split()[0] for q in queries.captured_queries]
-    if connection.vendor == "postgresql":
-        assert verbs == ["BEGIN", "WITH", "WITH", "WITH", "WITH", "COMMIT"], verbs
-    else:
-        # Per batch, one executemany of the rows and one of their events (Django logs it as "N times: ...").
-        inserts = [q["sql"].split(":")[0] for q in queries.captured_queries if "INSERT INTO" in q["sql"]]
-        assert inserts == ["30 times"] * 6 + ["10 times"] * 2, inserts
+        submitted = jobs.submit_many("greet", [{"name": f"n{i}"} for i in range(2500)])
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT INTO")]
+    # Rows and events in bulk INSERTs of many rows each (as many as the database takes), not one per job.
+    assert len(inserts) <= 2500 / 10, len(inserts)
     stored = dict(JobLog.objects.values_list("pk", "payload"))
-    assert stored == {job.pk: job.payload for job in submitted} and len(stored) == 100
-    assert JobEvent.objects.filter(kind=EventKind.SUBMITTED).count() == 100
-    assert queue_lengths("greet")["normal"] == 100
+    assert stored == {job.pk: job.payload for job in submitted} and len(stored) == 2500
+    assert JobEvent.objects.filter(kind=EventKind.SUBMITTED).count() == 2500
+    assert queue_lengths("greet")["normal"] == 2500
 
 
 def test_submit_many__one_bad_payload_writes_and_enqueues_nothing(redis_url, transactional_db):
@@ -119,50 +112,3 @@ def test_submit_many__redis_down_leaves_rows_pending_for_the_reconciler(own_redi
     reconciler.reconcile(grace=0)
     assert JobLog.objects.filter(pk__in=[job.pk for job in submitted], status=JobStatus.QUEUED).count() == 20
     assert sum(queue_lengths("echo").values()) == 20
-
-
-def test_push__writes_the_job_hash_and_list_entry_rq_itself_writes(redis_url, redis_conn, transactional_db):
-    # The lean push builds no rq Job per job; what it leaves in Redis must still be rq's own enqueue, field for
-    # field, so rq's workers, tooling and the admin read it as theirs.
-    from rq import Queue
-    from rq.job import Job
-    from rq.serializers import JSONSerializer
-
-    from jobs.queues import RUNNER, _rq_options, get_queue, rq_queue_name
-
-    ours, theirs = jobs.submit_many("greet", [{"name": "Ada"}, {"name": "Bob"}], priority="high")
-    queue = get_queue(rq_queue_name("greet", "high"))
-    redis_conn.delete(f"rq:job:{theirs.pk}")
-    redis_conn.lrem(queue.key, 0, str(theirs.pk))
-    queue.enqueue_many([Queue.prepare_data(RUNNER, **_rq_options(theirs))])
-
-    def stored(job: JobLog) -> dict[bytes, bytes]:
-        fields = redis_conn.hgetall(f"rq:job:{job.pk}")
-        for per_job in (b"created_at", b"enqueued_at", b"data", b"description"):
-            assert fields.pop(per_job), per_job
-        return fields
-
-    assert stored(ours) == stored(theirs)
-    assert {b"status", b"origin", b"timeout", b"result_ttl"} <= set(stored(ours))
-    assert redis_conn.ttl(f"rq:job:{ours.pk}") == -1
-    assert [v.decode() for v in redis_conn.lrange(queue.key, 0, -1)] == [str(ours.pk), str(theirs.pk)]
-    assert queue.key.encode() in redis_conn.smembers(Queue.redis_queues_keys)
-    fetched = Job.fetch(str(ours.pk), connection=redis_conn, serializer=JSONSerializer)
-    assert (fetched.func_name, fetched.args, fetched.description) == (RUNNER, [str(ours.pk)], f"greet {ours.pk}")
-    assert fetched.get_status() == "queued" and fetched.origin == queue.name
-
-
-def test_push__a_queue_shared_by_two_types_keeps_each_types_timeout(redis_url, redis_conn, transactional_db):
-    from jobs import registry
-    from jobs.queues import push_many
-
-    first, second = (jobs.submit_many(name, [{}])[0] for name in ("echo", "slow"))
-    first_type, second_type = registry.get("echo"), registry.get("slow")
-    assert first_type.timeout != second_type.timeout
-    # Both in one push_many call, as if they shared an rq queue.
-    for job in (first, second):
-        redis_conn.delete(f"rq:job:{job.pk}")
-    second.queue = first.queue
-    push_many([first, second])
-    assert int(redis_conn.hget(f"rq:job:{first.pk}", "timeout")) == first_type.timeout
-    assert int(redis_conn.hget(f"rq:job:{second.pk}", "timeout")) == second_type.timeout

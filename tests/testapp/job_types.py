@@ -8,7 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from jobs import PermanentError, job_type
-from jobs.queues import get_connection
+from jobs.transport.connections import get_connection
 
 
 def record(key: str, value: Any) -> None:
@@ -53,12 +53,14 @@ def picky(ctx: Any, payload: dict[str, Any]) -> None:
 
 
 @job_type("slow", timeout=1, max_attempts=2, backoff=(0, 0))
+@job_type("isolated-slow", timeout=1, max_attempts=2, backoff=(0, 0), isolation="process")
 def slow(ctx: Any, payload: dict[str, Any]) -> None:
     record(f"attempts:{ctx.job_id}", ctx.attempt)
     time.sleep(payload.get("seconds", 30))
 
 
 @job_type("cooperative", timeout=60)
+@job_type("isolated-cooperative", timeout=60, isolation="process")
 def cooperative(ctx: Any, payload: dict[str, Any]) -> dict[str, int] | None:
     """Works in steps and stops when asked."""
     steps = payload.get("steps", 200)
@@ -81,6 +83,7 @@ def span(ctx: Any, payload: dict[str, Any]) -> None:
 
 
 @job_type("stubborn", timeout=60)
+@job_type("isolated-stubborn", timeout=60, isolation="process")
 def stubborn(ctx: Any, payload: dict[str, Any]) -> str:
     """Never looks at ctx.is_canceled(): only the runner can stop it."""
     record(f"started:{ctx.job_id}", 1)
@@ -151,9 +154,9 @@ async def async_span(ctx: Any, payload: dict[str, Any]) -> None:
     record("spans", f"{time.time()} -1")
 
 
-@job_type("crashy", max_attempts=3, backoff=(0, 0), timeout=60)
+@job_type("crashy", max_attempts=3, backoff=(0, 0), timeout=60, isolation="process")
 def crashy(ctx: Any, payload: dict[str, Any]) -> str:
-    """The first attempt hangs (a test kills its process); later ones succeed."""
+    """The first attempt hangs in its own child process (a test kills it); later ones succeed."""
     import os
 
     record(f"pids:{ctx.job_id}", os.getpid())
@@ -172,11 +175,28 @@ def chatty(ctx: Any, payload: dict[str, Any]) -> int:
 
 
 @job_type("sleeper", timeout=120)
+@job_type("isolated-sleeper", timeout=120, isolation="process")
 def sleeper(ctx: Any, payload: dict[str, Any]) -> str:
     """Blocks in C for a long time: neither a cancel check nor an async exception can reach it."""
-    record(f"started:{ctx.job_id}", 1)
+    import os
+
+    record(f"started:{ctx.job_id}", os.getpid())
     time.sleep(payload.get("seconds", 60))
+    record(f"woke:{ctx.job_id}", 1)
     return "woke up"
+
+
+@job_type("isolated-echo", isolation="process")
+def isolated_echo(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reports progress and per-item failures from its child process, and says which process ran it."""
+    import os
+
+    for item in payload.get("bad_items", []):
+        ctx.item_failed(item, "rejected")
+    ctx.progress(60, "in the child", stage="child", pid=os.getpid())
+    if payload.get("fail"):
+        raise PermanentError(payload["fail"])
+    return {"echo": payload, "pid": os.getpid(), "attempt": ctx.attempt}
 
 
 @job_type("soak", max_attempts=10, backoff=(0.1, 1), timeout=30)

@@ -13,8 +13,8 @@ from rest_framework import serializers
 from jobs import PermanentError, registry
 from jobs.checks import check_job_types, check_settings
 from jobs.exceptions import InvalidPayload, UnknownJobType
-from jobs.queues import queue_names
 from jobs.registry import JobType, RateLimit, job_type
+from jobs.transport.queues import queue_names
 
 
 @pytest.fixture

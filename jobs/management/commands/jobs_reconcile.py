@@ -4,9 +4,9 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from redis.exceptions import RedisError
 
 from jobs.reconciler import reconcile
+from jobs.transport.connections import TransportError
 
 
 class Command(BaseCommand):
@@ -25,7 +25,7 @@ class Command(BaseCommand):
             raise CommandError("--grace must be 0 or more seconds.")
         try:
             report = reconcile(grace=options["grace"])
-        except RedisError as exc:
+        except TransportError as exc:
             raise CommandError(f"Redis is unreachable, nothing was repaired: {exc}") from None
         if report.skipped:
             self.stdout.write("Another reconciler is running; skipped.")

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
+import logging
+import os
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.exceptions import JobsError
-from jobs.worker import run_worker, worker_classes
+from jobs.workers.supervisor import WorkerOptions, run_worker
 
 
 class Command(BaseCommand):
     help = (
-        "Run a jobs worker. With no options it consumes every registered queue, all priority levels "
-        "in strict order (critical, high, normal, low), with rq's scheduler for delayed jobs and retries."
+        "Run the jobs worker: --processes supervised processes (default: one per CPU), each running up to "
+        "--concurrency jobs at once. With no options it consumes every registered queue, all priority levels in "
+        "strict order (critical, high, normal, low), and moves delayed jobs and retries when they are due."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -21,38 +24,42 @@ class Command(BaseCommand):
             "--types", nargs="+", default=[], metavar="TYPE", help="Consume the queues of these job types."
         )
         parser.add_argument(
-            "--worker-class",
-            default="fork",
-            help=f"One of {', '.join(worker_classes())} or the dotted path of an rq worker class (default: fork).",
+            "--processes",
+            type=int,
+            default=os.cpu_count() or 1,
+            help="Worker processes, each restarted if it dies (default: the CPU count).",
         )
         parser.add_argument(
             "--concurrency",
             type=int,
-            default=1,
-            help="Jobs run at once by this process, on a thread pool (default 1: one at a time).",
+            default=WorkerOptions.concurrency,
+            help="Jobs each process runs at once: sync handlers on threads, async ones on an event loop "
+            f"(default {WorkerOptions.concurrency}).",
         )
-        parser.add_argument("--name", default=None, help="Worker name (default: rq's, from host and pid).")
+        parser.add_argument("--name", default=None, help="Worker name prefix (default: the host name).")
         parser.add_argument("--burst", action="store_true", help="Stop once the queues are empty.")
-        parser.add_argument("--max-jobs", type=int, default=None, help="Stop after this many jobs.")
+        parser.add_argument("--max-jobs", type=int, default=None, help="Each process stops after this many jobs.")
         parser.add_argument(
-            "--without-scheduler", action="store_true", help="Do not run rq's scheduler (delayed jobs, retries)."
+            "--without-scheduler", action="store_true", help="Do not move delayed jobs and retries when due."
         )
         parser.add_argument("--logging-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["max_jobs"] is not None and options["max_jobs"] < 1:
-            raise CommandError("--max-jobs must be 1 or more.")
+        # The project's LOGGING decides where records go; without a root handler, they go to stderr.
+        logging.basicConfig(format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+        logging.getLogger("jobs").setLevel(options["logging_level"])
         try:
             run_worker(
-                queue_names=options["queues"],
-                type_names=options["types"],
-                worker_class=options["worker_class"],
-                name=options["name"],
-                burst=options["burst"],
-                with_scheduler=not options["without_scheduler"],
-                max_jobs=options["max_jobs"],
-                logging_level=options["logging_level"],
-                concurrency=options["concurrency"],
+                WorkerOptions(
+                    queues=options["queues"],
+                    types=options["types"],
+                    processes=options["processes"],
+                    concurrency=options["concurrency"],
+                    name=options["name"],
+                    burst=options["burst"],
+                    max_jobs=options["max_jobs"],
+                    with_scheduler=not options["without_scheduler"],
+                )
             )
         except JobsError as exc:
             raise CommandError(str(exc)) from None

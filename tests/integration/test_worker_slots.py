@@ -1,4 +1,4 @@
-"""The thread-pool worker (jobs_worker --concurrency N): many jobs at once in one process, same guarantees."""
+"""A worker process's slots (jobs_worker --concurrency N): many jobs at once in one process, same guarantees."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import signal
 import time
 
 import pytest
-from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from jobs import submit, submit_many
@@ -33,7 +32,7 @@ def most_at_once(jobs: list[JobLog]) -> int:
     return best
 
 
-def test_thread_pool__runs_jobs_at_the_same_time_in_one_process(workers):
+def test_slots__runs_jobs_at_the_same_time_in_one_process(workers):
     proc = workers.start("--concurrency", "6", "--queues", "cooperative")
     jobs = [submit("cooperative", {"steps": 20}) for _ in range(6)]  # about 1 s each
     wait_for(lambda: all(fresh(job).is_finished for job in jobs), timeout=30, what="all jobs")
@@ -43,7 +42,7 @@ def test_thread_pool__runs_jobs_at_the_same_time_in_one_process(workers):
     assert proc.poll() is None
 
 
-def test_thread_pool__many_short_jobs_with_database_writes_all_succeed_once(workers):
+def test_slots__many_short_jobs_with_database_writes_all_succeed_once(workers):
     workers.start("--concurrency", "8", "--queues", "echo")
     jobs = submit_many("echo", [{"n": i} for i in range(80)])
     wait_for(lambda: JobLog.objects.filter(status=JobStatus.SUCCEEDED).count() == 80, timeout=60, what="80 jobs")
@@ -53,18 +52,18 @@ def test_thread_pool__many_short_jobs_with_database_writes_all_succeed_once(work
     assert {row.progress_percent for row in rows} == {100}
 
 
-def test_thread_pool__async_handlers_share_one_event_loop_beyond_the_thread_count(workers):
+def test_slots__async_handlers_share_one_event_loop_beyond_the_thread_count(workers):
     # Eight awaiting handlers at once, all on the one event loop thread: an async job holds no pool thread.
     workers.start("--concurrency", "8", "--queues", "async-nap")
     jobs = submit_many("async-nap", [{"seconds": 1.5}] * 8)
     wait_for(lambda: all(fresh(job).is_finished for job in jobs), timeout=30, what="all async jobs")
     rows = [fresh(job) for job in jobs]
     assert {row.status for row in rows} == {JobStatus.SUCCEEDED}, workers.output()
-    assert {row.result["thread"] for row in rows} == {"jobs-pool-loop"}
+    assert {row.result["thread"] for row in rows} == {"jobs-loop"}
     assert most_at_once(jobs) >= 6
 
 
-def test_thread_pool__async_handler_past_its_timeout_is_cancelled(workers):
+def test_slots__async_handler_past_its_timeout_is_cancelled(workers):
     proc = workers.start("--concurrency", "4", "--queues", "async-nap")
     job = submit("async-nap", {"seconds": 30})  # timeout 2 s
     wait_for(lambda: fresh(job).is_finished, timeout=20, what="the async job to time out")
@@ -75,7 +74,7 @@ def test_thread_pool__async_handler_past_its_timeout_is_cancelled(workers):
     assert proc.poll() is None
 
 
-def test_thread_pool__timeout_interrupts_a_job_in_its_thread(workers, redis_conn):
+def test_slots__timeout_interrupts_a_job_in_its_thread(workers, redis_conn):
     proc = workers.start("--concurrency", "4")
     job = submit("spinner", {"seconds": 30})
     wait_for(lambda: fresh(job).is_finished, timeout=20, what="the spinner to time out twice")
@@ -87,7 +86,7 @@ def test_thread_pool__timeout_interrupts_a_job_in_its_thread(workers, redis_conn
     assert proc.poll() is None
 
 
-def test_thread_pool__jobs_held_ready_never_run_beyond_the_concurrency(workers, redis_conn):
+def test_slots__jobs_held_ready_never_run_beyond_the_concurrency(workers, redis_conn):
     # Sync handlers are also bounded by the thread count; async ones only by the worker's own count.
     jobs = submit_many("span", [{"seconds": 0.1}] * 6) + submit_many("async-span", [{"seconds": 0.1}] * 6)
     workers.start("--concurrency", "2", "--queues", "span", "async-span")
@@ -101,7 +100,7 @@ def test_thread_pool__jobs_held_ready_never_run_beyond_the_concurrency(workers, 
     assert max(running) == 2  # both slots used, never a third handler, though a job is held ready behind them
 
 
-def test_thread_pool__stop_hands_a_job_held_ready_back_unrun(workers, redis_conn):
+def test_slots__stop_hands_a_job_held_ready_back_unrun(workers, redis_conn):
     # Two slots: the first claim takes all three jobs, runs two and holds the third ready (already running in SQL).
     with transaction.atomic():
         first = [submit("cooperative", {"steps": 40}) for _ in range(2)]  # about 2 s each
@@ -125,7 +124,7 @@ def test_thread_pool__stop_hands_a_job_held_ready_back_unrun(workers, redis_conn
     assert fresh(held).attempts == 1
 
 
-def test_thread_pool__killed_worker_loses_no_job(workers):
+def test_slots__killed_worker_loses_no_job(workers):
     victim = workers.start("--concurrency", "4", "--queues", "cooperative")
     with transaction.atomic():
         jobs = [submit("cooperative", {"steps": 400}) for _ in range(3)]  # 20 s each: still running when killed
@@ -149,15 +148,3 @@ def test_thread_pool__killed_worker_loses_no_job(workers):
     wait_for(all_succeeded, timeout=40, interval=0.5, what="the retries")
     assert {fresh(job).attempts for job in jobs} == {2}
     assert all(fresh(job).events.get(kind=EventKind.RETRY_SCHEDULED).data["error_type"] == "WorkerLost" for job in jobs)
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        (["--concurrency", "0"], "--concurrency must be 1 or more"),
-        (["--concurrency", "3", "--worker-class", "simple"], "cannot be used with 'simple'"),
-    ],
-)
-def test_jobs_worker__bad_concurrency_is_refused(redis_url, options, message):
-    with pytest.raises(CommandError, match=message):
-        call_command("jobs_worker", "--burst", *options)

@@ -1,0 +1,168 @@
+"""One attempt of one job: may it start, call its handler, and turn what the handler did into its outcome.
+
+The process (workers.process) decides when and where; this module decides what happens to the job, through
+jobs.lifecycle, and tells the process what rq must do with the claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from .. import lifecycle, registry
+from ..exceptions import InvalidPayload, JobCanceled, JobTimeout, WorkerLost, WorkerShutdown
+from ..models import JobLog
+from ..progress import JobContext
+from ..registry import JobType
+from ..transport import queues as transport
+from ..transport.queues import Claim
+from .guard import AttemptGuard
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One started attempt: its claim in rq, its row, and what its handler did."""
+
+    claim: Claim
+    job: JobLog
+    job_type: JobType
+    ctx: JobContext
+    guard: AttemptGuard | None = None
+    result: Any = None
+    error: BaseException | None = None
+    dispatched_at: float = field(default=0.0)  # time.monotonic() when it was handed to a slot
+
+
+# What rq must do with a claim once its attempt is concluded (None: mark it finished, nothing more).
+@dataclass(frozen=True)
+class Succeeded:
+    result: Any  # recorded with others that finished together (lifecycle.succeed)
+
+
+@dataclass(frozen=True)
+class RetryIn:
+    seconds: float  # 0: back on its queue at once
+
+
+@dataclass(frozen=True)
+class Failed:
+    exc_string: str  # for rq's failed registry
+
+
+Outcome = Succeeded | RetryIn | Failed | None
+
+
+def admit(job: JobLog) -> JobType | RetryIn | None:
+    """May this waiting job start now? Its JobType if so; a RetryIn when a rate limit defers it (recorded); None
+    when its type is not registered (recorded as a failure)."""
+    job_type = registry.find(job.job_type)
+    if job_type is None:
+        lifecycle.fail(job, lifecycle.Error("UnknownJobType", f"There is no job type named {job.job_type!r}."))
+        return None
+    limit = job_type.parsed_rate_limit
+    if limit is not None:
+        wait = transport.acquire_start(job_type.name, limit.count, limit.period_seconds)
+        if wait > 0:
+            lifecycle.defer(job, wait, f"rate limit {job_type.rate_limit}")
+            return RetryIn(max(1.0, wait))
+    return job_type
+
+
+def call_handler(attempt: Attempt, guard: AttemptGuard) -> None:
+    """Run a sync handler in this thread, keeping its result or what it raised on the attempt."""
+    try:
+        attempt.result = attempt.job_type.handler(attempt.ctx, attempt.job_type.clean(attempt.job.payload))
+    except BaseException as exc:  # noqa: BLE001 - every failure is concluded, whatever it is
+        attempt.error = exc
+    finally:
+        guard.stop()
+
+
+async def call_async_handler(attempt: Attempt, guard: AttemptGuard, payload: dict[str, Any]) -> None:
+    """Await an ``async def`` handler on the process's event loop; an interrupt cancels its task."""
+    try:
+        attempt.result = await attempt.job_type.handler(attempt.ctx, payload)
+    except asyncio.CancelledError:
+        attempt.error = (guard.interrupted_with or WorkerShutdown)()
+    except BaseException as exc:  # noqa: BLE001
+        attempt.error = exc
+    finally:
+        guard.stop()
+
+
+def conclude(attempt: Attempt) -> Outcome:
+    """Record every outcome but a success (which the caller records in a batch), and say what rq must do."""
+    job, ctx, error, result = attempt.job, attempt.ctx, attempt.error, attempt.result
+    guard = attempt.guard
+    try:
+        if error is None:
+            try:
+                result = to_json(result)
+            except ResultNotSerializable as exc:
+                error = exc
+        progress = ctx.progress_fields()
+        ctx.publish_pending()  # the last progress goes out before the final status
+        if isinstance(error, WorkerShutdown):
+            lifecycle.return_to_queue(job, progress)
+            return RetryIn(0)
+        interrupted_for_cancel = guard is not None and guard.interrupted_with is JobCanceled
+        if isinstance(error, JobCanceled) or (ctx.is_canceled() and (error is None or interrupted_for_cancel)):
+            lifecycle.cancel_running(job, progress, result if error is None else None)
+            return None
+        if error is not None:
+            return failure(attempt, error, progress)
+        return Succeeded(result)
+    finally:
+        ctx.close()
+
+
+def failure(attempt: Attempt, exc: BaseException, progress: dict[str, Any]) -> RetryIn | Failed:
+    """A failed attempt: another one after the type's backoff while attempts are left and the error may be
+    retried, else the job fails."""
+    job, job_type = attempt.job, attempt.job_type
+    trace = "".join(traceback.format_exception(exc))
+    if isinstance(exc, ReportedFailure):
+        error = lifecycle.Error(exc.type_name, exc.message, exc.trace)
+        retryable = exc.retryable
+    elif isinstance(exc, JobTimeout):
+        error = lifecycle.Error("JobTimeout", f"The job ran longer than its timeout of {job_type.timeout} s.", trace)
+        retryable = job_type.should_retry(exc)
+    else:
+        error = lifecycle.Error(type(exc).__name__, str(exc) or type(exc).__name__, trace)
+        # A bad payload or result fails the same way every time: retrying it only wastes attempts.
+        retryable = isinstance(exc, WorkerLost) or (
+            isinstance(exc, Exception)
+            and not isinstance(exc, InvalidPayload | ResultNotSerializable)
+            and job_type.should_retry(exc)
+        )
+    used = job.attempts - job.attempts_before_retry
+    if retryable and used < job.max_attempts:
+        delay = job_type.backoff_delay(used)
+        lifecycle.retry_later(job, error, delay, progress)
+        return RetryIn(delay)
+    lifecycle.fail(job, error, progress)
+    return Failed(error.traceback or error.message)
+
+
+class ReportedFailure(Exception):
+    """A handler's failure as an isolated child reported it (the exception itself stayed in the child)."""
+
+    def __init__(self, type_name: str, message: str, trace: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.type_name, self.message, self.trace, self.retryable = type_name, message, trace, retryable
+
+
+class ResultNotSerializable(Exception):
+    """The handler returned something that is not JSON."""
+
+
+def to_json(result: Any) -> Any:
+    try:
+        return json.loads(json.dumps(result, cls=DjangoJSONEncoder))
+    except (TypeError, ValueError) as exc:
+        raise ResultNotSerializable(f"The handler's result is not JSON-serialisable: {exc}") from exc
