@@ -36,6 +36,7 @@ from django.utils.translation import ngettext
 from . import registry, scheduler, services
 from .dashboard import QueueActionView, QueuesDataView, QueuesView
 from .exceptions import InvalidSchedule, JobsError
+from .job_json import job_json
 from .models import (
     TERMINAL_STATUSES,
     JobEvent,
@@ -633,29 +634,8 @@ class JobLogAdmin(JobLogAdminBase):
         return HttpResponseRedirect(reverse(f"{self.admin_site.name}:jobs_joblog_change", args=[quote(job.pk)]))
 
     def data_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
-        """The job JSON the live progress needs, for browsers whose websocket failed."""
-        return JsonResponse(job_snapshot(self._job_or_404(request, object_id)))
-
-
-def job_snapshot(job: JobLog) -> dict[str, Any]:
-    """The fields of the API's job JSON that the admin's live progress reads."""
-    return {
-        "id": str(job.pk),
-        "type": job.job_type,
-        "status": job.status,
-        "progress": {
-            "percent": job.progress_percent,
-            "message": job.progress_message,
-            "stage": job.progress_stage,
-            "data": job.progress_data,
-        },
-        "result": job.result,
-        "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
+        """The job's snapshot, as ``ws/jobs/<id>/`` sends it, for browsers whose websocket failed."""
+        return JsonResponse(job_json(self._job_or_404(request, object_id), request.user))
 
 
 # -------------------------------------------------------------------------------------------------------------
