@@ -20,6 +20,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from .conf import jobs_settings
+from .job_json import JobJSON, job_json
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -132,9 +133,8 @@ def may_watch_jobs(user: Any) -> bool:
     return bool(user.has_perm("jobs.view_joblog") or user.has_perm("jobs.change_joblog"))
 
 
-def job_snapshot(user: Any, job_id: str) -> dict[str, Any] | None:
+def job_snapshot(user: Any, job_id: str) -> JobJSON | None:
     """The job JSON of the REST API, or None when the job does not exist or is not the user's."""
-    from .api.serializers import JobSerializer
     from .models import JobLog
 
     try:
@@ -144,8 +144,7 @@ def job_snapshot(user: Any, job_id: str) -> dict[str, Any] | None:
     job = JobLog.objects.visible_to(user).filter(pk=pk).first()
     if job is None:
         return None
-    data: dict[str, Any] = JobSerializer(job, context={"user": user}).data
-    return data
+    return job_json(job, user)
 
 
 def queue_stats() -> list[dict[str, Any]]:

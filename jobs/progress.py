@@ -23,6 +23,7 @@ from django.db import connections
 from django.utils import timezone
 
 from .conf import jobs_settings
+from .job_json import status_frame
 from .transport.connections import connection_for_url
 from .types import FailedItem, ProgressFrame, StatusFrame
 
@@ -46,19 +47,6 @@ def frame_groups(job_id: str, owner_id: Any) -> list[str]:
     if owner_id is not None:
         groups.append(f"user.{owner_id}")
     return groups
-
-
-def status_frame(job: JobLog) -> StatusFrame:
-    error = {"type": job.error_type, "message": job.error_message} if job.error_type else None
-    return {
-        "type": "status",
-        "job_id": str(job.id),
-        "status": job.status,
-        "attempts": job.attempts,
-        "result": job.result,
-        "error": error,
-        "at": timezone.now().isoformat(),
-    }
 
 
 def publish_status(job: JobLog) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -17,6 +16,7 @@ from rest_framework import serializers
 
 from .. import registry, scheduler
 from ..exceptions import InvalidPayload, InvalidSchedule, UnknownJobType
+from ..job_json import job_json, sees_traceback
 from ..models import JobEvent, JobLog, JobSchedule, JobStatus, ScheduleKind
 from ..registry import JobType
 from ..types import PRIORITIES
@@ -26,11 +26,14 @@ from .payload_schema import payload_schema
 LATEST_RUN_AT = datetime(9999, 1, 1, tzinfo=UTC)
 
 
-def is_staff(context: Mapping[str, Any]) -> bool:
-    # Views pass the request; websocket consumers, which have none, pass the user.
+def viewer(context: Mapping[str, Any]) -> Any:
+    # Views pass the request; callers without one pass the user.
     request = context.get("request")
-    user = request.user if request is not None else context.get("user")
-    return bool(getattr(user, "is_staff", False))
+    return request.user if request is not None else context.get("user")
+
+
+def is_staff(context: Mapping[str, Any]) -> bool:
+    return sees_traceback(viewer(context))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -63,19 +66,26 @@ class FailedItemsField(serializers.JSONField):
     """The stored list as it is: the runner always writes ``{item, error}`` pairs."""
 
 
+@extend_schema_field(JobErrorSerializer(allow_null=True))
+class JobErrorField(serializers.ReadOnlyField):
+    """A job's ``error`` or null."""
+
+
 class JobSerializer(serializers.ModelSerializer[JobLog]):
     """A job as every client sees it; ``error.traceback`` only for staff."""
 
+    # The declared fields document the shape (drf-spectacular reads them); jobs.job_json builds the answer, so the
+    # API, the websockets and the admin cannot drift apart. The docstrings above are the schema's descriptions.
+
     type = serializers.CharField(source="job_type", read_only=True)
     progress = ProgressSerializer(source="*", read_only=True)
-    error = serializers.SerializerMethodField()
+    error = JobErrorField(read_only=True)
     failed_items = FailedItemsField(read_only=True)
-    status_url = serializers.SerializerMethodField()
-    ws_url = serializers.SerializerMethodField()
+    status_url = serializers.URLField(read_only=True)
+    ws_url = serializers.URLField(read_only=True)
 
     class Meta:
         model = JobLog
-        # owner and schedule are primary keys read from the row's *_id columns: a list never joins.
         fields = [
             "id",
             "type",
@@ -101,28 +111,8 @@ class JobSerializer(serializers.ModelSerializer[JobLog]):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(JobErrorSerializer(allow_null=True))
-    def get_error(self, job: JobLog) -> dict[str, str] | None:
-        if not (job.error_type or job.error_message):
-            return None
-        error = {"type": job.error_type, "message": job.error_message}
-        if is_staff(self.context):
-            error["traceback"] = job.traceback
-        return error
-
-    @extend_schema_field(OpenApiTypes.URI)
-    def get_status_url(self, job: JobLog) -> str:
-        path = reverse("jobs-api:job-detail", kwargs={"pk": job.pk})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request is not None else path
-
-    @extend_schema_field(OpenApiTypes.URI)
-    def get_ws_url(self, job: JobLog) -> str:
-        path = f"/ws/jobs/{job.pk}/"
-        request = self.context.get("request")
-        if request is None:
-            return path
-        return f"{'wss' if request.is_secure() else 'ws'}://{request.get_host()}{path}"
+    def to_representation(self, instance: JobLog) -> Any:
+        return job_json(instance, viewer(self.context), request=self.context.get("request"))
 
 
 class StrictCharField(serializers.CharField):

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs import submit
-from jobs.admin import EstimatedCountPaginator, id_range
+from jobs.admin.jobs import EstimatedCountPaginator, id_range
 from jobs.models import EventKind, JobEvent, JobLog, JobSchedule, JobStatus
 from tests.factories import make_job, make_user
 from tests.integration.admin_support import failed_job, fresh, grant, login, messages_of

@@ -1,17 +1,19 @@
-"""The admin's queues dashboard: a few generic views over jobs.monitoring and jobs.services.
+"""The admin's queues page: QueueAdmin and a few generic views over jobs.monitoring and jobs.services.
 
-QueueAdmin (jobs/admin.py) mounts them through get_urls(); filters are query parameters (``?queue=deploy``).
+Filters are query parameters (``?queue=deploy``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
+from django.db.models import Model
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, JsonResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
@@ -20,11 +22,19 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.views.generic import TemplateView, View
 
-from . import registry, services
-from .exceptions import QueueNotFound
-from .models import WAITING_STATUSES, JobLog, JobStatus
-from .monitoring import QueueStats, count_by_priority, get_finished_series, list_queue_stats
-from .types import PRIORITIES
+from .. import registry, services
+from ..exceptions import QueueNotFound
+from ..models import WAITING_STATUSES, JobLog, JobStatus, Queue
+from ..monitoring import QueueStats, count_by_priority, get_finished_series, list_queue_stats
+from ..types import PRIORITIES
+from .display import CSS
+from .jobs import can_operate_jobs
+
+if TYPE_CHECKING:
+    QueueAdminBase = admin.ModelAdmin[Queue]
+else:  # Django's classes are not generic at runtime
+    QueueAdminBase = admin.ModelAdmin
+
 
 WS_PATH = "/ws/dashboard/"
 POLL_SECONDS = 5
@@ -263,3 +273,42 @@ class QueueActionView(DashboardView, TemplateView):
             raise Http404(str(exc)) from None
         messages.success(request, str(chosen.done % {"name": name, "count": result}))
         return HttpResponseRedirect(f"{self.url('changelist')}#queue-{name}")
+
+
+class QueueAdmin(QueueAdminBase):
+    """The queues dashboard in place of a change list: counts, workers, charts, pause/resume/requeue/empty."""
+
+    class Media:
+        css = CSS
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        user = request.user
+        opts = JobLog._meta
+        return bool(
+            user.has_perm(f"{opts.app_label}.{get_permission_codename('view', opts)}") or can_operate_jobs(user)
+        )
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return can_operate_jobs(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view
+        return [
+            path("", wrap(QueuesView.as_view(model_admin=self)), name=f"{info}_changelist"),
+            path("data/", wrap(QueuesDataView.as_view(model_admin=self)), name=f"{info}_data"),
+            path(
+                "<str:name>/<slug:action>/",
+                wrap(QueueActionView.as_view(model_admin=self)),
+                name=f"{info}_action",
+            ),
+        ]
