@@ -90,8 +90,9 @@ def start_stack(workdir: Path, procs: Stack) -> tuple[int, dict[str, str]]:
 
 def handler_cost(user: Any, calls: int) -> float:
     """Microseconds of handler time per progress() call in a tight loop, with the project's default intervals."""
+    from jobs.live.context import JobContext
+    from jobs.live.publish import flush_published
     from jobs.models import JobLog
-    from jobs.progress import JobContext, flush_published
 
     job = JobLog.objects.create(job_type="chatty", queue="chatty", owner=user, status="running")
     ctx = JobContext(job, 1)
@@ -126,8 +127,8 @@ def delivery_latency(port: int, user: Any, token: str, samples: int) -> list[flo
     from django.conf import settings
     from django.test import override_settings
 
+    from jobs.live.context import JobContext
     from jobs.models import JobLog
-    from jobs.progress import JobContext
 
     # Every call publishes at once here (the default interval would hold back calls closer than 0.1 s). Through
     # override_settings: jobs_settings() is cached, and only the setting_changed signal refreshes it.
@@ -201,7 +202,7 @@ def fanout(port: int, user: Any, token: str, clients: int, frames: int) -> tuple
 
     from django.utils import timezone
 
-    from jobs.progress import flush_published, publish
+    from jobs.live.publish import flush_published, publish
 
     parent, child = multiprocessing.Pipe()
     origin = f"http://127.0.0.1:{port}"

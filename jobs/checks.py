@@ -76,7 +76,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
         errors.append(
             Warning(
                 "No CHANNEL_LAYERS setting: live progress over websockets is off (REST status still works).",
-                hint='Add CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.layers.JobsChannelLayer"}}.',
+                hint='Add CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.live.layer.JobsChannelLayer"}}.',
                 id="jobs.W001",
             )
         )

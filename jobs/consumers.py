@@ -53,7 +53,7 @@ class JobsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def job_frame(self, event: dict[str, Any]) -> None:
-        """A frame published by a worker or a web process (jobs.progress.publish), already JSON text."""
+        """A frame published by a worker or a web process (jobs.live.publish), already JSON text."""
         await self.send(text_data=event["text"])
 
     @classmethod

@@ -28,8 +28,8 @@ from django.utils import timezone
 from . import lifecycle_postgresql, registry
 from .conf import jobs_settings
 from .exceptions import JobAlreadyFinished, JobNotRetryable
+from .live.publish import publish_status
 from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobStatus
-from .progress import publish_status
 from .transport import queues as transport
 from .transport.connections import TransportError
 

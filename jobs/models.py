@@ -48,12 +48,6 @@ class JobLogQuerySet(models.QuerySet["JobLog"]):
             return self.none()
         return self.filter(owner=user)
 
-    def waiting(self) -> JobLogQuerySet:
-        return self.filter(status__in=WAITING_STATUSES)
-
-    def finished(self) -> JobLogQuerySet:
-        return self.filter(status__in=TERMINAL_STATUSES)
-
 
 class JobLog(models.Model):
     # JobLog.id is also the rq job id: one id everywhere.
@@ -146,15 +140,10 @@ class JobLog(models.Model):
     def is_finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    @property
-    def attempts_left(self) -> int:
-        return max(0, self.max_attempts - (self.attempts - self.attempts_before_retry))
-
 
 class EventKind(models.TextChoices):
     SUBMITTED = "submitted", _("submitted")
     STARTED = "started", _("started")
-    PROGRESS = "progress", _("progress")
     DEFERRED = "deferred", _("deferred by a limit")
     RETRY_SCHEDULED = "retry_scheduled", _("retry scheduled")
     SUCCEEDED = "succeeded", _("succeeded")
@@ -162,7 +151,7 @@ class EventKind(models.TextChoices):
     CANCEL_REQUESTED = "cancel_requested", _("cancel requested")
     CANCELED = "canceled", _("canceled")
     RETRIED = "retried", _("retried by hand")
-    INTERRUPTED = "interrupted", _("returned to the queue at worker shutdown")
+    INTERRUPTED = "interrupted", _("returned to its queue unfinished")
 
 
 class JobEvent(models.Model):

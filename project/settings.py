@@ -71,7 +71,7 @@ ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
 ASGI_APPLICATION = "project.asgi.application"
 # Live progress: channels-redis pub/sub on the same Redis as the jobs (REDIS_URL, else the embedded one).
-CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.layers.JobsChannelLayer"}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.live.layer.JobsChannelLayer"}}
 
 TEMPLATES = [
     {

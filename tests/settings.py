@@ -72,7 +72,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 ASGI_APPLICATION = "tests.asgi.application"
 # Live progress on the test Redis (the layer follows JOBS["REDIS_URL"]).
-CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.layers.JobsChannelLayer"}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.live.layer.JobsChannelLayer"}}
 
 JOBS = {
     "REDIS_URL": os.environ.get("REDIS_URL"),

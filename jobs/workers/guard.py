@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..conf import jobs_settings
 from ..exceptions import JobCanceled, JobTimeout
-from ..progress import JobContext
+from ..live.context import JobContext
 from ..transport import queues as transport
 from ..transport.connections import TransportError
 

@@ -27,7 +27,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 
 from ..exceptions import InvalidPayload, JobTimeout, WorkerLost
-from ..progress import JobContext
+from ..live.context import JobContext
 from .guard import AttemptGuard
 from .runner import Attempt, ReportedFailure, ResultNotSerializable, to_json
 

@@ -30,8 +30,9 @@ from django.db import close_old_connections, connections
 from .. import lifecycle, registry
 from ..conf import jobs_settings
 from ..exceptions import WorkerShutdown
+from ..live.context import JobContext
+from ..live.publish import flush_published
 from ..models import WAITING_STATUSES, JobLog
-from ..progress import JobContext, flush_published
 from ..registry import JobType
 from ..transport import queues as transport
 from ..transport.connections import TransportError, Unreachable

@@ -16,8 +16,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from .. import lifecycle, registry
 from ..exceptions import InvalidPayload, JobCanceled, JobTimeout, WorkerLost, WorkerShutdown
+from ..live.context import JobContext
 from ..models import JobLog
-from ..progress import JobContext
 from ..registry import JobType
 from ..transport import queues as transport
 from ..transport.queues import Claim

@@ -219,7 +219,7 @@ def test_events__traceback_in_event_data_for_staff_only(redis_url, alice, bob, a
 def test_events__paginated_by_cursor(redis_url, alice):
     job = make_job(owner=alice)
     JobEvent.objects.bulk_create(
-        JobEvent(job=job, kind=EventKind.PROGRESS, attempt=1, message=str(i)) for i in range(5)
+        JobEvent(job=job, kind=EventKind.DEFERRED, attempt=1, message=str(i)) for i in range(5)
     )
     client = token_client(alice)
     first = client.get(job_url(job, "events"), {"page_size": 3}).json()

@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobs import lifecycle, lifecycle_postgresql, submit
+from jobs.live.context import JobContext
 from jobs.models import EventKind, JobEvent, JobLog, JobStatus
-from jobs.progress import JobContext
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

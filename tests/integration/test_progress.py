@@ -9,8 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from jobs import lifecycle, submit
+from jobs.live.context import JobContext
 from jobs.models import JobLog, JobStatus
-from jobs.progress import JobContext
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

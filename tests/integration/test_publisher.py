@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from jobs import progress
-from jobs.layers import JobsChannelLayer
+from jobs.live import publish as progress
+from jobs.live.layer import JobsChannelLayer
 from tests.conftest import wait_for
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.progress import coalesce, frame_groups
+from jobs.live.publish import coalesce, frame_groups
 
 
 def progress(job: str, percent: int) -> tuple[dict[str, Any], list[str]]:

@@ -1,9 +1,9 @@
-"""JobContext: what a handler talks to. Progress goes to the JobLog row (coalesced) and to the channel layer.
+"""Live frames: what listeners of a job hear, sent to the channel layer groups job.<id>, user.<id> and dashboard.
 
-Live frames leave through one background thread per process (``publish``): a handler's progress call only appends
-to a list, and the thread sends whatever has piled up in one pipelined round trip, keeping only the newest progress
-frame of each job. So a tight loop of progress calls costs the handler microseconds and the network a few frames,
-while the final state always goes out.
+Frames leave through one background thread per process (``publish``): a progress call only appends to a list, and
+the thread sends whatever has piled up in one pipelined round trip, keeping only the newest progress frame of each
+job. So a tight loop of progress calls costs the handler microseconds and the network a few frames, while the final
+state always goes out. Frames are published after the change they carry is committed.
 """
 
 from __future__ import annotations
@@ -15,20 +15,17 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections
-from django.utils import timezone
 
-from .conf import jobs_settings
-from .job_json import status_frame
-from .transport.connections import connection_for_url
-from .types import FailedItem, ProgressFrame, StatusFrame
+from ..job_json import status_frame
+from ..transport.connections import connection_for_url
+from ..types import ProgressFrame, StatusFrame
+from .layer import JobsChannelLayer
 
 if TYPE_CHECKING:
-    from .models import JobLog
+    from ..models import JobLog
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +122,6 @@ class Publisher:
                 self._sent.notify_all()
 
     def _send(self, batch: list[tuple[Frame, list[str]]]) -> None:
-        from .layers import JobsChannelLayer
-
         hosts = getattr(self.layer, "hosts", None) if isinstance(self.layer, JobsChannelLayer) else None
         if hosts and len(hosts) == 1 and isinstance(hosts[0], str):
             self._send_pipelined(hosts[0], batch)
@@ -210,163 +205,3 @@ def _publisher() -> Publisher | None:
             _publishers[pid] = Publisher(layer)
             atexit.register(flush_published, 2.0)
     return _publishers[pid]
-
-
-def load_channel_layer() -> None:
-    """Build the configured channel layer, importing its modules, without connecting or starting a publisher.
-
-    A forking worker calls this before each fork: every work horse then inherits the layer instead of importing it
-    on its first frame (channels-redis, msgpack and cryptography: ~18 ms per job, more than the job's own SQL).
-    """
-    from channels.layers import get_channel_layer
-
-    get_channel_layer()  # channels keeps it, per process, from now on
-
-
-def reset_publisher() -> None:
-    """Forget this process's channel layer decision (the layer settings changed, e.g. in tests)."""
-    with _publishers_lock:
-        _publishers.pop(os.getpid(), None)
-        _no_layer.discard(os.getpid())
-
-
-class JobContext:
-    """Given to every handler: progress, cancellation and per-item failures of one attempt."""
-
-    def __init__(self, job: JobLog, attempt: int) -> None:
-        self.job_id = str(job.id)
-        self.attempt = attempt
-        self.job_type = job.job_type
-        self.owner_id = job.owner_id
-        self.percent = job.progress_percent
-        self.message = job.progress_message
-        self.stage = job.progress_stage
-        self.data: dict[str, Any] = dict(job.progress_data or {})
-        self.failed_items: list[FailedItem] = list(job.failed_items or [])
-        self.failed_items_count = job.failed_items_count
-        self._settings = jobs_settings()
-        self._dirty = False  # changes not yet written to the row
-        self._unpublished = False  # changes not yet sent to live listeners
-        self._last_write = 0.0
-        self._last_publish = 0.0
-        self._canceled = threading.Event()
-        self._write_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-
-    # The handler's API -------------------------------------------------------------------------
-
-    def progress(
-        self,
-        percent: float | None = None,
-        message: str | None = None,
-        *,
-        stage: str | None = None,
-        data: dict[str, Any] | None = None,
-        **extra: Any,
-    ) -> None:
-        """Report progress; extra keywords (current=, total=) land in ``data``. Cheap to call in a tight loop."""
-        if percent is not None:
-            self.percent = max(0, min(100, int(percent)))
-        if message is not None:
-            self.message = str(message)[:500]
-        if stage is not None:
-            self.stage = str(stage)[:100]
-        if data is not None or extra:
-            self.data = {**self.data, **(data or {}), **extra}
-        self._changed()
-
-    def _changed(self) -> None:
-        self._dirty = self._unpublished = True
-        now = time.monotonic()
-        if now - self._last_publish >= self._settings.PROGRESS_PUBLISH_INTERVAL:
-            self.publish_pending()
-        if now - self._last_write >= self._settings.PROGRESS_MIN_INTERVAL:
-            self.flush()
-
-    def is_canceled(self) -> bool:
-        """True once somebody asked to cancel this job; the handler should return soon after."""
-        return self._canceled.is_set()
-
-    def item_failed(self, item: Any, error: Any) -> None:
-        """Record one failed item (a CSV row, a recipient) while the job goes on: a partial result."""
-        self.failed_items_count += 1
-        if len(self.failed_items) < self._settings.MAX_FAILED_ITEMS:
-            self.failed_items.append({"item": str(item)[:500], "error": str(error)[:1000]})
-        self._dirty = True
-
-    # The runner's side -------------------------------------------------------------------------
-
-    def progress_fields(self) -> dict[str, Any]:
-        return {
-            "progress_percent": self.percent,
-            "progress_message": self.message,
-            "progress_stage": self.stage,
-            "progress_data": self.data,
-            "failed_items": self.failed_items,
-            "failed_items_count": self.failed_items_count,
-        }
-
-    def apply(self, fields: dict[str, Any]) -> None:
-        """Take progress reported from elsewhere (an isolated child's progress_fields()), as if reported here."""
-        self.percent, self.message = fields["progress_percent"], fields["progress_message"]
-        self.stage, self.data = fields["progress_stage"], fields["progress_data"]
-        self.failed_items, self.failed_items_count = fields["failed_items"], fields["failed_items_count"]
-        self._changed()
-
-    def progress_frame(self) -> ProgressFrame:
-        return {
-            "type": "progress",
-            "job_id": self.job_id,
-            "percent": self.percent,
-            "message": self.message,
-            "stage": self.stage,
-            "data": self.data,
-            "at": timezone.now().isoformat(),
-        }
-
-    def publish_pending(self, *, older_than: float = 0.0) -> None:
-        """Send the latest progress to live listeners if it changed (and was last sent ``older_than`` s ago)."""
-        if self._unpublished and time.monotonic() - self._last_publish >= older_than:
-            self._unpublished = False
-            self._last_publish = time.monotonic()
-            publish(self.progress_frame(), self.owner_id)
-
-    def flush(self) -> None:
-        """Write pending progress to the row now."""
-        if not self._dirty:
-            return
-        with self._write_lock:
-            self._dirty = False
-            self._last_write = time.monotonic()
-            fields = self.progress_fields()
-            if _in_event_loop():
-                # The ORM refuses to run inside an event loop (async handlers); a helper thread has none.
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-progress")
-                self._executor.submit(self._write, fields).result()
-            else:
-                self._write(fields)
-
-    def _write(self, fields: dict[str, Any]) -> None:
-        from .models import JobLog, JobStatus
-
-        # Only while running: a late write must never overwrite a terminal row.
-        JobLog.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(**fields)
-
-    def mark_canceled(self) -> None:
-        self._canceled.set()
-
-    def close(self) -> None:
-        if self._executor is not None:
-            # The helper thread opened its own database connection; close it before the thread goes.
-            self._executor.submit(connections.close_all).result()
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

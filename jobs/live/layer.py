@@ -2,7 +2,7 @@
 
 Configure it once; with no ``hosts`` it follows ``JOBS["REDIS_URL"]``, and the embedded Redis when that is unset::
 
-    CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.layers.JobsChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.live.layer.JobsChannelLayer"}}
 
 Pub/sub suits progress fan-out: a group send is one PUBLISH whatever the number of listeners, and each web process
 hands the message to its own connected sockets. Nothing is stored, which is fine: a client that connects gets a
@@ -15,7 +15,7 @@ from typing import Any
 
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
-from .transport.connections import redis_address
+from ..transport.connections import redis_address
 
 
 class JobsChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
