@@ -44,7 +44,7 @@ def user_settings() -> dict[str, Any]:
     return dict(getattr(settings, "JOBS", None) or {})
 
 
-@cache  # read on every job, several times: building it each time was a tenth of a bulk submission's cost
+@cache  # read several times per job: built once, and again only when the JOBS setting changes (below)
 def jobs_settings() -> JobsSettings:
     return JobsSettings(**{k: v for k, v in user_settings().items() if k in KNOWN_KEYS})
 

@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
@@ -30,28 +30,21 @@ from .transport import queues as transport
 from .types import PRIORITIES, Priority
 
 
-def submit(
-    type_name: str,
-    payload: Mapping[str, Any] | None = None,
-    *,
-    user: Any = None,
-    priority: Priority = "normal",
-    delay: float | None = None,
-    run_at: datetime | None = None,
-    idempotency_key: str | None = None,
-    schedule: JobSchedule | None = None,
-) -> JobLog:
-    """Record a job as pending and hand it to rq when the transaction commits."""
-    job, _created = get_or_submit(
-        type_name,
-        payload,
-        user=user,
-        priority=priority,
-        delay=delay,
-        run_at=run_at,
-        idempotency_key=idempotency_key,
-        schedule=schedule,
-    )
+class SubmitOptions(TypedDict, total=False):
+    """What a submission may say besides its type and payload: get_or_submit()'s keyword arguments."""
+
+    user: Any
+    priority: Priority
+    delay: float | None
+    run_at: datetime | None
+    idempotency_key: str | None
+    schedule: JobSchedule | None
+
+
+def submit(type_name: str, payload: Mapping[str, Any] | None = None, **options: Unpack[SubmitOptions]) -> JobLog:
+    """Record a job (its owner ``user``, a ``priority``, a ``delay`` or ``run_at``, an ``idempotency_key``) and hand
+    it to Redis when the caller's transaction commits."""
+    job, _created = get_or_submit(type_name, payload, **options)
     return job
 
 

@@ -93,12 +93,18 @@ class JobContext:
             "failed_items_count": self.failed_items_count,
         }
 
-    def apply(self, fields: dict[str, Any]) -> None:
-        """Take progress reported from elsewhere (an isolated child's progress_fields()), as if reported here."""
+    def apply(self, fields: dict[str, Any], *, final: bool = False) -> None:
+        """Take progress reported from elsewhere (an isolated child's progress_fields()), as if reported here.
+        ``final``: it comes with the attempt's outcome, which writes it; it is only published."""
+        if fields == self.progress_fields():
+            return
         self.percent, self.message = fields["progress_percent"], fields["progress_message"]
         self.stage, self.data = fields["progress_stage"], fields["progress_data"]
         self.failed_items, self.failed_items_count = fields["failed_items"], fields["failed_items_count"]
-        self._changed()
+        if final:
+            self._unpublished = True
+        else:
+            self._changed()
 
     def progress_frame(self) -> ProgressFrame:
         return {

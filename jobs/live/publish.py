@@ -33,8 +33,8 @@ Frame = ProgressFrame | StatusFrame
 FRAME_EVENT = "job.frame"  # the layer event consumers handle (job_frame); it carries one browser frame
 PUBLISH_ERROR_LOG_EVERY = 30.0  # seconds between warnings while the channel layer is unreachable
 # The publisher thread sends at most one batch per this many seconds; a frame after a quiet spell goes at once.
-# Woken for every frame, it ran a round trip beside each submit() of a tight loop of submissions (or each start in
-# a busy worker), and the two threads took turns at the GIL: a sixth of the loop's time went to it.
+# Woken for every frame instead, it would make a round trip beside each submit() of a tight loop and contend for
+# the GIL with the thread that submits.
 PUBLISH_MIN_GAP = 0.01
 
 

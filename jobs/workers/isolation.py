@@ -106,7 +106,7 @@ def _relay(attempt: Attempt, read_end: int, cancel_flag: mmap.mmap) -> dict[str,
         *lines, buffered = buffered.split(b"\n")
         for line in lines:
             message = json.loads(line)
-            attempt.ctx.apply(message["progress"])
+            attempt.ctx.apply(message["progress"], final="result" in message or "error" in message)
             if "result" in message:
                 outcome, attempt.result = message, message["result"]
             elif "error" in message:

@@ -74,8 +74,9 @@ async def frames_until_terminal(communicator: WebsocketCommunicator, timeout: fl
             return frames
 
 
-def test_job_socket__snapshot_then_ordered_progress_then_final_status(redis_url, workers, alice):
-    job = services.submit("stages", {"steps": 3, "pause": 0.15}, user=alice)
+@pytest.mark.parametrize("type_name", ["stages", "isolated-stages"])  # in its worker process, or in a child of it
+def test_job_socket__snapshot_then_ordered_progress_then_final_status(type_name, redis_url, workers, alice):
+    job = services.submit(type_name, {"steps": 3, "pause": 0.15}, user=alice)
     assert JobLog.objects.get(pk=job.pk).status == JobStatus.QUEUED
 
     headers = session_headers(alice)
@@ -85,7 +86,7 @@ def test_job_socket__snapshot_then_ordered_progress_then_final_status(redis_url,
         connected, _ = await communicator.connect()
         assert connected
         snapshot = await communicator.receive_json_from(timeout=5)
-        workers.start("--queues", "stages")
+        workers.start("--queues", type_name)
         frames = await frames_until_terminal(communicator)
         await communicator.disconnect()
         return snapshot, frames

@@ -219,6 +219,7 @@ STAGES = ("fetch", "parse", "write")
 
 
 @job_type("stages", timeout=60)
+@job_type("isolated-stages", timeout=60, isolation="process")
 def stages(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
     """Three stages of a few steps each, slow enough that every progress frame goes out on its own."""
     steps = payload.get("steps", 3)
