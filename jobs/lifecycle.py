@@ -358,7 +358,8 @@ def defer(job: JobLog, wait: float, reason: str) -> datetime:
     timeline gets one entry per waiting spell, not one per deferral (a busy limit would flood it)."""
     run_at = timezone.now() + timedelta(seconds=wait)
     with transaction.atomic():
-        JobLog.objects.filter(pk=job.pk, status=job.status).update(status=JobStatus.SCHEDULED, run_at=run_at)
+        if not JobLog.objects.filter(pk=job.pk, status=job.status).update(status=JobStatus.SCHEDULED, run_at=run_at):
+            return run_at  # canceled meanwhile: nothing waits any more
         last = JobEvent.objects.filter(job=job).order_by("-created_at", "-id").values_list("kind", flat=True).first()
         if last != EventKind.DEFERRED:
             _event(job, EventKind.DEFERRED, status=JobStatus.SCHEDULED, message=reason)
@@ -423,7 +424,7 @@ def lost(job_id: Any, reason: str) -> None:
         _event(
             job,
             EventKind.RETRY_SCHEDULED,
-            status=JobStatus.SCHEDULED,
+            status=status,
             message=reason,
             data={"error_type": "WorkerLost", "delay": round(delay, 3)},
         )

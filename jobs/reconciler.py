@@ -113,7 +113,7 @@ def _repush_dropped(cutoff: datetime, report: ReconcileReport) -> None:
     """Queued jobs a worker popped off their list and died with before it started them.
 
     rq then keeps no trace of them but a hash still saying "queued" (or "started", with a lapsed liveness key, for
-    a pool worker's claim). Lists are FIFO, so a row enqueued before
+    a worker's claim). Lists are FIFO, so a row enqueued before
     the job now at the head of its list (or any overdue row, when the list is empty) was taken and dropped.
     """
     queued = JobLog.objects.filter(status=JobStatus.QUEUED, enqueued_at__lt=cutoff)
@@ -127,7 +127,7 @@ def _repush_dropped(cutoff: datetime, report: ReconcileReport) -> None:
             rows = rows.filter(enqueued_at__lt=head_enqueued_at - timedelta(seconds=1))
         page = list(rows.order_by("enqueued_at")[:BATCH])
         states = transport.rq_states([str(job.id) for job in page])
-        # A pool worker marks a job started in rq when it claims it, and sets its liveness key in the same step: a
+        # A worker marks a job started in rq when it claims it, and sets its liveness key in the same step: a
         # claim whose key lapsed while SQL still says queued belongs to a worker that died before starting it.
         claimed = [job_id for job_id, state in states.items() if state == "started"]
         abandoned = set(claimed) - transport.which_alive(claimed) if claimed else set()

@@ -56,7 +56,7 @@ class Child:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 print(f"[demo] {self.label} did not stop within {timeout:.0f} s; killing it.", flush=True)
-        # Whatever is left in its group (a work horse, rq's scheduler process) goes too, and is waited for: an
+        # Whatever is left in its group (the worker's processes, an isolated job's child) goes too, and is waited for: an
         # orphan still connected to the embedded Redis would keep the launcher from shutting that down.
         _signal(lambda: os.killpg(self.proc.pid, signal.SIGKILL))
         if self.running():

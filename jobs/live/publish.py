@@ -59,7 +59,7 @@ def publish(frame: Frame, owner_id: Any = None) -> None:
 
 
 def flush_published(timeout: float = 2.0) -> bool:
-    """Wait until every frame queued so far in this process was sent (a work horse calls this before exiting)."""
+    """Wait until every frame queued so far in this process was sent (a worker process calls this before exiting)."""
     publisher = _publishers.get(os.getpid())
     return publisher.flush(timeout) if publisher is not None else True
 
@@ -189,7 +189,7 @@ _publishers_lock = threading.Lock()
 
 
 def _publisher() -> Publisher | None:
-    # Per process: a forked work horse has no publisher thread of its parent, so it starts its own.
+    # Per process: a forked child has no publisher thread of its parent, so it starts its own.
     pid = os.getpid()
     publisher = _publishers.get(pid)
     if publisher is not None or pid in _no_layer:

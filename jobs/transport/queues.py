@@ -114,7 +114,7 @@ def _enqueue_one(job: Handoff, now: datetime) -> None:
     queue = get_queue(rq_queue_name(job.queue, job.priority))
     options = _rq_options(job)
     if job.concurrency:
-        options["rate_limit"] = RateLimit(f"jobs:{job.type}", job.concurrency)
+        options["rate_limit"] = RateLimit(f"{jobs_settings().QUEUE_PREFIX}:{job.type}", job.concurrency)
     if job.due is not None and job.due > now:
         # rq scores scheduled jobs in whole seconds, truncating: round up so a job never starts early.
         due = job.due.replace(microsecond=0) + timedelta(seconds=1 if job.due.microsecond else 0)

@@ -38,6 +38,7 @@ from ..transport import queues as transport
 from ..transport.connections import TransportError, Unreachable
 from ..transport.queues import Claim
 from ..transport.worker import DelayedJobs, Registration
+from ..types import PRIORITIES
 from . import runner
 from .guard import AttemptGuard, ThreadInterrupter, Watcher
 from .runner import Attempt, Outcome
@@ -102,6 +103,8 @@ class WorkerProcess:
         self._ending = False  # a stuck handler is ending this process
         self._shutdown_timer: threading.Timer | None = None
         self._heartbeat_at = self._suspension_checked_at = self._scheduler_at = 0.0
+        self._turn = 0
+        self._supervisor_pid = os.getppid()
 
     @property
     def name(self) -> str:
@@ -146,6 +149,9 @@ class WorkerProcess:
         return taken
 
     def _look_around(self) -> None:
+        if self.supervised and os.getppid() != self._supervisor_pid and not self._stop_requested:
+            logger.warning("The supervisor is gone; stopping this worker process")
+            self.request_stop()
         now = time.monotonic()
         if now - self._heartbeat_at >= WORKER_HEARTBEAT_SECONDS:
             self._heartbeat_at = now
@@ -160,12 +166,24 @@ class WorkerProcess:
 
     def _claim(self, wanted: int, *, block: bool) -> list[Claim]:
         return transport.claim(
-            self._rq_queue_names,
+            self._claim_order(),
             wanted,
             worker_name=self.name,
             alive_seconds=jobs_settings().HEARTBEAT_INTERVAL * 3,
             block=IDLE_BLOCK_SECONDS if block else 0,
         )
+
+    def _claim_order(self) -> list[str]:
+        """The rq queues in strict priority order; within a level, each claim starts at the next queue, so a busy
+        queue does not starve the others of its level."""
+        self._turn += 1
+        names = self._rq_queue_names
+        size = len(names) // len(PRIORITIES)  # transport.queue_names(): the same queues at every level
+        if size < 2:
+            return names
+        shift = self._turn % size
+        levels = [names[start : start + size] for start in range(0, len(names), size)]
+        return [name for level in levels for name in level[shift:] + level[:shift]]
 
     def _wait_for_redis(self, call: Callable[[], T]) -> T:
         """``call()``, retried with backoff while Redis is unreachable: an outage pauses the worker, never ends it."""

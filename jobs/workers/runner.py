@@ -57,6 +57,13 @@ class Failed:
 Outcome = Succeeded | RetryIn | Failed | None
 
 
+def run_job(job_id: str) -> None:
+    """The function rq's tooling names for every job (transport.queues.RUNNER). These jobs run in jobs_worker
+    only; an rq worker started on their queues by mistake fails each one with this message (the reconciler pushes
+    them again for jobs_worker)."""
+    raise RuntimeError(f"Job {job_id} runs in `manage.py jobs_worker`, not in an rq worker.")
+
+
 def admit(job: JobLog) -> JobType | RetryIn | None:
     """May this waiting job start now? Its JobType if so; a RetryIn when a rate limit defers it (recorded); None
     when its type is not registered (recorded as a failure)."""
@@ -98,7 +105,6 @@ async def call_async_handler(attempt: Attempt, guard: AttemptGuard, payload: dic
 def conclude(attempt: Attempt) -> Outcome:
     """Record every outcome but a success (which the caller records in a batch), and say what rq must do."""
     job, ctx, error, result = attempt.job, attempt.ctx, attempt.error, attempt.result
-    guard = attempt.guard
     try:
         if error is None:
             try:
@@ -110,8 +116,8 @@ def conclude(attempt: Attempt) -> Outcome:
         if isinstance(error, WorkerShutdown):
             lifecycle.return_to_queue(job, progress)
             return RetryIn(0)
-        interrupted_for_cancel = guard is not None and guard.interrupted_with is JobCanceled
-        if isinstance(error, JobCanceled) or (ctx.is_canceled() and (error is None or interrupted_for_cancel)):
+        # Asked to stop, it stopped: canceled, whatever it raised on its way out (a retry would undo the cancel).
+        if isinstance(error, JobCanceled) or ctx.is_canceled():
             lifecycle.cancel_running(job, progress, result if error is None else None)
             return None
         if error is not None:

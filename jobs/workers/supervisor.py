@@ -38,6 +38,7 @@ SCHEDULER_TICK_SECONDS = 1.0
 MAINTENANCE_SECONDS = 30.0
 HUNG_AFTER = 60.0
 MAX_RESTART_WAIT = 30.0
+HEALTHY_AFTER = 60.0  # a process that ran this long before it died starts its restart backoff afresh
 
 
 class WorkerConfigError(JobsError):
@@ -106,6 +107,7 @@ class Supervisor:
         self._children: dict[int, int] = {}  # pid -> slot
         self._restart_wait = [0.0] * options.processes
         self._restart_at = [0.0] * options.processes
+        self._started_at = [0.0] * options.processes
         self._done = [False] * options.processes
         # One monotonic timestamp per slot, written by its child's watcher: a frozen one means a hung child.
         self._beats = mmap.mmap(-1, 8 * options.processes)
@@ -171,6 +173,7 @@ class Supervisor:
             if pid == 0:
                 self._child(slot)
             self._children[pid] = slot
+            self._started_at[slot] = time.monotonic()
 
     def _child(self, slot: int) -> None:
         code = 1
@@ -208,8 +211,11 @@ class Supervisor:
             if code == 0 and (self.options.burst or self.options.max_jobs is not None):
                 self._done[slot] = True
             elif not self._stopping:
-                # A process that ended itself over a stuck handler is replaced at once; a crashing one with backoff.
-                wait = 0.0 if code == EXIT_STUCK else min(MAX_RESTART_WAIT, max(1.0, 2 * self._restart_wait[slot]))
+                # A process that ended itself over a stuck handler is replaced at once; one that crashes again soon
+                # after its start with growing backoff, one that ran a while as if it were the first crash.
+                lived = time.monotonic() - self._started_at[slot]
+                backoff = 0.0 if lived > HEALTHY_AFTER else self._restart_wait[slot]
+                wait = 0.0 if code == EXIT_STUCK else min(MAX_RESTART_WAIT, max(1.0, 2 * backoff))
                 self._restart_wait[slot] = wait
                 self._restart_at[slot] = time.monotonic() + wait
                 logger.warning("Worker process %s ended (exit code %s); starting another in %.0f s", pid, code, wait)

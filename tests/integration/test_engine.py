@@ -171,6 +171,18 @@ def test_priority__critical_runs_before_normal_and_low(
     assert order[:3] == ["critical0", "critical1", "critical2"]  # FIFO within a level
 
 
+def test_fairness__a_busy_queue_does_not_starve_another_of_its_level(
+    redis_url, drain, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        busy = [submit("echo", {"n": n}) for n in range(30)]  # "echo" comes first by name
+        other = submit("greet", {"name": "Ada"})
+    drain(lambda: all(finished(j) for j in [*busy, other]), queues=["echo", "greet"], concurrency=1)
+    finished_at = sorted(fresh(j).finished_at for j in busy)
+    # The one "greet" job ran among the first "echo" ones, not after all thirty.
+    assert fresh(other).finished_at < finished_at[len(finished_at) // 2]
+
+
 def test_delay__scheduled_until_due(redis_url, drain, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         job = submit("echo", {}, delay=1.5)

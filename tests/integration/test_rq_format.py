@@ -136,3 +136,13 @@ def test_finish__leaves_what_rqs_success_handling_leaves(redis_url, redis_conn):
         assert redis_conn.hget(f"rq:worker:{worker}", "successful_job_count") == b"1"
     assert not redis_conn.exists(transport.alive_key(str(ours.pk)))
     assert JobLog.objects.count() == 2
+
+
+def test_runner__the_function_rq_names_exists_and_refuses_to_run_in_an_rq_worker():
+    from django.utils.module_loading import import_string
+
+    from jobs.workers.runner import run_job
+
+    assert import_string(RUNNER) is run_job
+    with pytest.raises(RuntimeError, match="runs in `manage.py jobs_worker`"):
+        run_job("00000000-0000-0000-0000-000000000001")

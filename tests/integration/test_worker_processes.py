@@ -104,6 +104,17 @@ def test_cancel__cooperative_handler_stops(type_name, workers, redis_conn):
     assert kinds[-2:] == [EventKind.CANCEL_REQUESTED, EventKind.CANCELED]
 
 
+def test_cancel__a_handler_failing_on_its_way_out_is_canceled_not_retried(workers, redis_conn):
+    workers.start()
+    job = submit_committed("cancel-then-raise", {})
+    wait_for(lambda: recorded(redis_conn, f"started:{job.id}"), what="the job to start")
+    cancel_job(fresh(job))
+    wait_for(lambda: fresh(job).is_finished, timeout=10, what="the job to stop")
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.CANCELED, 1), workers.output()
+    assert not job.events.filter(kind=EventKind.RETRY_SCHEDULED).exists()
+
+
 @pytest.mark.parametrize("type_name", ["stubborn", "isolated-stubborn"])
 def test_cancel__handler_ignoring_cancel_is_interrupted(type_name, workers, redis_conn):
     proc = workers.start()
@@ -262,6 +273,20 @@ def test_supervisor__restarts_a_killed_worker_process_and_loses_no_job(workers):
     assert sorted(report.recovered_running) == sorted(str(job.id) for job in jobs)
     wait_for(lambda: all(fresh(job).status == JobStatus.SUCCEEDED for job in jobs), timeout=30, what="the retries")
     assert {fresh(job).attempts for job in jobs} == {2} and proc.poll() is None
+
+
+def test_supervisor__killed_outright_its_worker_processes_stop_too(workers):
+    proc = workers.start("--processes", "2")
+    wait_for(lambda: len(worker_processes(psutil.Process(proc.pid))) == 2, what="two worker processes")
+    children = worker_processes(psutil.Process(proc.pid))
+    os.kill(proc.pid, signal.SIGKILL)  # the supervisor alone: no chance to stop its children
+    proc.wait(10)
+    # Orphans would go on claiming jobs nobody supervises; they notice and stop.
+    wait_for(
+        lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
+        timeout=15,
+        what="the orphaned worker processes to stop",
+    )
 
 
 def test_jobs_worker__defaults_to_one_process_per_cpu(workers):

@@ -74,6 +74,15 @@ def cooperative(ctx: Any, payload: dict[str, Any]) -> dict[str, int] | None:
     return {"steps": steps}
 
 
+@job_type("cancel-then-raise", max_attempts=3, timeout=60)
+def cancel_then_raise(ctx: Any, payload: dict[str, Any]) -> None:
+    """Waits for its cancel, then fails on its way out, as a handler whose cleanup goes wrong would."""
+    record(f"started:{ctx.job_id}", 1)
+    while not ctx.is_canceled():
+        time.sleep(0.02)
+    raise RuntimeError("cleanup failed after the cancel")
+
+
 @job_type("span")
 def span(ctx: Any, payload: dict[str, Any]) -> None:
     """Sleeps, and records when its handler began and ended: tests count the handlers running at once."""
