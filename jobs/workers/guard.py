@@ -126,7 +126,8 @@ class Watcher(threading.Thread):
         self._on_tick = on_tick
         self._guards: dict[str, AttemptGuard] = {}
         self._held: set[str] = set()  # started jobs waiting for a free slot: beaten, not guarded yet
-        self._lock = threading.Lock()
+        # Reentrant: the SIGTERM handler reads the guards in the main thread, which may be inside hold() then.
+        self._lock = threading.RLock()
         self._closed = threading.Event()
         settings = jobs_settings()
         self._poll = settings.CANCEL_POLL_INTERVAL

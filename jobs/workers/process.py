@@ -118,8 +118,8 @@ class WorkerProcess:
         if self.supervised:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self.request_stop)
+        self._watcher.start()  # first: it tells the supervisor this process lives, even while Redis is away
         self._wait_for_redis(self.registration.register)
-        self._watcher.start()
         self._finisher.start()
         self._slots.start()
         taken = 0
