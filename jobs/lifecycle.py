@@ -13,6 +13,7 @@ newer attempt's. Statements are the ORM's, but for the start and the success of 
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Collection, Mapping, Sequence
@@ -21,6 +22,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -221,10 +223,8 @@ class Success:
     result: Any
 
 
+# What a success writes besides its status and times: the handler's result and the attempt's last progress.
 SUCCESS_FIELDS = (
-    "status",
-    "finished_at",
-    "updated_at",
     "result",
     "progress_percent",
     "progress_message",
@@ -261,23 +261,34 @@ def succeed(done: Sequence[Success]) -> set[uuid.UUID]:
 
 
 def _succeed_orm(jobs: list[JobLog], now: datetime) -> set[uuid.UUID]:
+    # One conditional UPDATE per distinct outcome (a batch of no-op jobs shares one): the ORM's bulk_update would
+    # build a CASE per row and field in Python, most of a batch's time.
+    groups: dict[str, list[JobLog]] = {}
+    for job in jobs:
+        key = json.dumps([job.attempts, _written_on_success(job)], sort_keys=True, cls=DjangoJSONEncoder)
+        groups.setdefault(key, []).append(job)
+    written: set[uuid.UUID] = set()
     with transaction.atomic():
-        current = dict(
-            JobLog.objects.select_for_update()
-            .filter(pk__in=[job.pk for job in jobs], status=JobStatus.RUNNING)
-            .values_list("pk", "attempts")
-        )
-        mine = [job for job in jobs if current.get(job.pk) == job.attempts]
-        if not mine:
-            return set()
-        for job in mine:
-            job.status, job.finished_at, job.updated_at = JobStatus.SUCCEEDED, now, now
-        JobLog.objects.bulk_update(mine, SUCCESS_FIELDS)
+        for group in groups.values():
+            ids = [job.pk for job in group]
+            count = JobLog.objects.filter(pk__in=ids, status=JobStatus.RUNNING, attempts=group[0].attempts).update(
+                status=JobStatus.SUCCEEDED, finished_at=now, updated_at=now, **_written_on_success(group[0])
+            )
+            if count == len(ids):
+                written.update(ids)
+            elif count:  # some were taken over: the ones this UPDATE wrote carry its finished_at
+                done = JobLog.objects.filter(pk__in=ids, status=JobStatus.SUCCEEDED, finished_at=now)
+                written.update(done.values_list("pk", flat=True))
         JobEvent.objects.bulk_create(
             JobEvent(job=job, kind=EventKind.SUCCEEDED, status=JobStatus.SUCCEEDED, attempt=job.attempts)
-            for job in mine
+            for job in jobs
+            if job.pk in written
         )
-    return {job.pk for job in mine}
+    return written
+
+
+def _written_on_success(job: JobLog) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in SUCCESS_FIELDS}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import threading
 import time
@@ -25,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from django.db import close_old_connections, connections
+from django.db import close_old_connections
 
 from .. import lifecycle, registry
 from ..conf import jobs_settings
@@ -40,6 +39,7 @@ from ..transport.queues import Claim
 from ..transport.worker import DelayedJobs, Registration
 from ..types import PRIORITIES
 from . import runner
+from .finisher import Finisher
 from .guard import AttemptGuard, ThreadInterrupter, Watcher
 from .runner import Attempt, Outcome
 from .slots import Slots
@@ -84,9 +84,7 @@ class WorkerProcess:
         self._delayed = DelayedJobs(rq_queue_names) if with_scheduler else None
         self._watcher = Watcher(on_stuck=self._on_stuck, on_tick=on_beat)
         self._slots = Slots(concurrency, self._watcher, self._handler_done)
-        self._finished: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
-        self._finisher = threading.Thread(target=self._finish_loop, name="jobs-finish", daemon=True)
-        self._finish_lock = threading.Lock()  # held while a batch of outcomes is recorded
+        self._finisher = Finisher(self.registration, self._wait_for_redis, self._recorded)
         self._claim_lock = threading.Lock()  # held from a claim until its jobs are started and in hand
         # Under _state: claims whose handler has not returned yet (running, or started and held ready), the
         # handlers running (at most `concurrency`), and handlers that returned but whose outcome is not recorded
@@ -100,7 +98,6 @@ class WorkerProcess:
         self._unrecorded = 0
         self._typical_handler_seconds = 0.0
         self._stop_requested = False
-        self._ending = False  # a stuck handler is ending this process
         self._shutdown_timer: threading.Timer | None = None
         self._heartbeat_at = self._suspension_checked_at = self._scheduler_at = 0.0
         self._turn = 0
@@ -260,7 +257,7 @@ class WorkerProcess:
             return
         if skipped:
             try:
-                self._settle_in_redis(
+                self._finisher.settle(
                     [(claim, outcome, jobs_settings().DEFAULT_RETENTION_DAYS * 86400) for claim, outcome in skipped]
                 )
             finally:
@@ -327,7 +324,7 @@ class WorkerProcess:
             self._state.notify_all()
         if following is not None:
             self._slots.run(following)
-        self._finished.put(attempt)
+        self._finisher.put(attempt)
 
     def _release(self, *, handlers: int = 0, unrecorded: int = 0) -> None:
         with self._state:
@@ -341,77 +338,14 @@ class WorkerProcess:
             except TransportError:
                 pass  # the next claim waits for Redis anyway
 
-    # Finishing ------------------------------------------------------------------------------------------------
-
-    def _finish_loop(self) -> None:
-        try:
-            self._finish_batches()
-        finally:
-            connections.close_all()  # this thread's
-
-    def _finish_batches(self) -> None:
-        while (first := self._finished.get()) is not None:
-            batch = [first]
-            while True:  # whatever else finished meanwhile goes in the same statement and round trip
-                try:
-                    more = self._finished.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._finished.put(None)
-                    break
-                batch.append(more)
-            with self._finish_lock:
-                if self._ending:
-                    return  # a stuck handler is ending the process; it records what is left itself
-                self._record(batch)
-
-    def _record(self, batch: list[Attempt]) -> None:
-        try:
-            close_old_connections()
-            outcomes = [self._conclude(attempt) for attempt in batch]
-            successes = [
-                lifecycle.Success(a.job, a.ctx.progress_fields(), outcome.result)
-                for a, outcome in zip(batch, outcomes, strict=True)
-                if isinstance(outcome, runner.Succeeded)
-            ]
-            lifecycle.succeed(successes)
-            self._settle_in_redis(
-                [
-                    (a.claim, None if isinstance(outcome, runner.Succeeded) else outcome, _retention(a.job_type))
-                    for a, outcome in zip(batch, outcomes, strict=True)
-                ]
-            )
-        except Exception:  # noqa: BLE001 - the reconciler repairs what could not be recorded
-            logger.exception("Could not record the outcome of %d job(s)", len(batch))
-        finally:
-            with self._state:
-                for attempt in batch:
-                    self._in_hand.pop(attempt.ctx.job_id, None)
+    def _recorded(self, batch: list[Attempt]) -> None:
+        """The finisher is done with these attempts (recorded, or left to the reconciler)."""
+        with self._state:
             for attempt in batch:
-                self._watcher.remove(attempt.ctx.job_id)
-            self._release(unrecorded=len(batch))
-
-    def _conclude(self, attempt: Attempt) -> Outcome:
-        try:
-            return runner.conclude(attempt)
-        except Exception:  # noqa: BLE001 - the attempt stays running in SQL; its liveness lapses, the reconciler
-            logger.exception("Job %s: could not record its outcome", attempt.ctx.job_id)
-            return runner.Failed("The worker could not record this job's outcome.")
-
-    def _settle_in_redis(self, outcomes: list[tuple[Claim, Outcome, int]]) -> None:
-        """rq's side of finished claims: (claim, outcome, result TTL); None is a plain success."""
-        plain: list[tuple[Claim, int]] = []
-        for claim, outcome, ttl in outcomes:
-            if isinstance(outcome, runner.RetryIn):
-                self._wait_for_redis(lambda c=claim, o=outcome: self.registration.retry(c, o.seconds))  # type: ignore[misc]
-            elif isinstance(outcome, runner.Failed):
-                self._wait_for_redis(lambda c=claim, o=outcome: self.registration.fail(c, o.exc_string))  # type: ignore[misc]
-            elif claim.rate_limited:
-                self._wait_for_redis(lambda c=claim: self.registration.succeed(c))  # type: ignore[misc]
-            else:
-                plain.append((claim, ttl))
-        self._wait_for_redis(lambda: self.registration.finish(plain))
+                self._in_hand.pop(attempt.ctx.job_id, None)
+        for attempt in batch:
+            self._watcher.remove(attempt.ctx.job_id)
+        self._release(unrecorded=len(batch))
 
     # Stopping -------------------------------------------------------------------------------------------------
 
@@ -442,8 +376,7 @@ class WorkerProcess:
                     break
                 self._state.wait(timeout=0.2)
         self._slots.close()
-        self._finished.put(None)
-        self._finisher.join(timeout=10)
+        self._finisher.close()
         self._watcher.close()
         if self._shutdown_timer is not None:
             self._shutdown_timer.cancel()
@@ -472,34 +405,25 @@ class WorkerProcess:
             logger.error("Job %s cannot be stopped inside this process; it runs on", guard.ctx.job_id)
             return
         self._stop_requested = True
-        # Once it holds both, no claim is on its way (one popped now would be lost with the process) and the
-        # finisher records nothing more.
-        with self._claim_lock, self._finish_lock:
-            if self._ending:
-                return
-            self._ending = True
+        # Once it holds the claim lock no claim is on its way (one popped now would be lost with the process); the
+        # finisher records nothing more once it hands over what it has.
+        with self._claim_lock, self._finisher.taken_over() as done:
+            if done is None:
+                return  # ending already
             logger.error(
                 "Job %s did not stop after %s; ending this worker process and returning its other jobs",
                 guard.ctx.job_id,
                 (guard.interrupted_with or WorkerShutdown).__name__,
             )
             try:
-                self._record_before_exit(guard)
+                self._record_before_exit(guard, done)
             finally:
                 flush_published()
                 os._exit(EXIT_STUCK)
 
-    def _record_before_exit(self, stuck: AttemptGuard) -> None:
+    def _record_before_exit(self, stuck: AttemptGuard, done: list[Attempt]) -> None:
         """What the process holds, recorded before it ends: outcomes already known as usual, the stuck job as
         stopped (canceled, timed out or returned), and every other job back to its queue, no attempt spent."""
-        done: list[Attempt] = []
-        while True:
-            try:
-                attempt = self._finished.get_nowait()
-            except queue.Empty:
-                break
-            if attempt is not None:
-                done.append(attempt)
         with self._state:
             in_hand = dict(self._in_hand)
         recorded = {attempt.ctx.job_id for attempt in done}
@@ -513,8 +437,4 @@ class WorkerProcess:
             attempt.result = None
             done.append(attempt)
         close_old_connections()
-        self._record(done)
-
-
-def _retention(job_type: JobType) -> int:
-    return int(job_type.retention.total_seconds())
+        self._finisher.record(done)
