@@ -45,6 +45,9 @@ from bench.peers_report import cpu_per_job, steady_rate, summarize
 
 DONE, STARTS, FINISHED = "bench:done", "bench:starts", "bench:finished"  # bench/peer_tasks/marker.py
 POLL_SECONDS = 0.2
+# Workers are stopped only after every job was counted (and its row checked): past this warm-shutdown grace a kill
+# loses nothing measured (rq's worker-pool, for one, can take longer to leave).
+STOP_GRACE_SECONDS = 10.0
 
 
 class Bench:
@@ -221,7 +224,7 @@ class Bench:
             if system in DJANGO_SYSTEMS:
                 statuses = self.wait_for_rows(system, n)
         finally:
-            self.procs.stop(procs)
+            self.procs.stop(procs, grace=STOP_GRACE_SECONDS)
         final_done = int(self.redis.get(DONE) or 0)
         commands = self.command_counts()
         reads = int(self.redis.info("stats")["total_reads_processed"]) - reads_before
@@ -269,7 +272,7 @@ class Bench:
             memory = harness.tree_memory([p.pid for p in procs])
             out = self.driver(system, "latency", "--samples", str(samples), "--warmup", "5", "--first-timeout", "2")
         finally:
-            self.procs.stop(procs)
+            self.procs.stop(procs, grace=STOP_GRACE_SECONDS)
         # A lost sample (its handler never started within the driver's timeout) counts as that timeout.
         ms = [v * 1000 for v in out["latencies"]] + [out["timeout"] * 1000] * out["lost"]
         calls = [v * 1000 for v in out["submit_calls"]]
