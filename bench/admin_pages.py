@@ -1,20 +1,18 @@
 """How fast the jobs admin renders on a big table: the job list (first page, filtered, searched) and the queues page.
 
-Fills a throwaway PostgreSQL database (created if missing) with --rows JobLog rows, then requests each page through
-Django's test Client, logged in as a superuser, and prints p50/p95 per page, its query count, and the EXPLAIN
-(ANALYZE) of the job list's main query. A private redis-server serves the queues page's Redis reads. See
-bench/README.md.
+Fills a PostgreSQL database of its own (jobs_admin_bench, created if missing; BENCH_DATABASE_URL names another)
+with --rows JobLog rows of the bench job types, then requests each page through Django's test Client, logged in as
+a superuser, and prints p50/p95 per page, its query count, and the EXPLAIN (ANALYZE) of the job list's main query.
+A private redis-server serves the queues page's Redis reads. A second run reuses the rows.
 
-    .venv/bin/python bench/admin_pages.py                                   # 200,000 rows in jobs_bench
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/other .venv/bin/python bench/admin_pages.py --rows 50000
+    python -m bench.admin_pages                        # 200,000 rows
+    python -m bench.admin_pages --rows 50000 --requests 50
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -22,11 +20,11 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-# Its own database: other benchmarks use jobs_bench, and their rows would change what this one measures.
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/jobs_admin_bench"
+from bench import harness
+from bench.harness import Report, percentile
+
+# A p95 the pages should stay under; printed against, never an exit status.
 TARGET_MS = 300.0
 
 STATUSES = [  # (status, share): mostly history, as on a site that has run for a while
@@ -46,19 +44,6 @@ ERRORS = [
 ]
 
 
-def ensure_database(url: str) -> None:
-    """Create the database named in ``url`` if it does not exist (connecting to the server's "postgres" one)."""
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
-            print(f"Created database {name}.")
-
-
 def seed(rows: int, batch: int = 5000) -> None:
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -69,7 +54,7 @@ def seed(rows: int, batch: int = 5000) -> None:
 
     have = JobLog.objects.count()
     if have >= rows:
-        print(f"{have:,} JobLog rows already there; not adding any.")
+        harness.log(f"{have:,} JobLog rows already there; not adding any.")
         return
     User = get_user_model()
     owners = [User.objects.get_or_create(username=f"bench-user-{i}")[0] for i in range(50)]
@@ -149,11 +134,6 @@ def measure(client: Any, path: str, requests: int) -> tuple[list[float], int, fl
     return timings, len(captured), sql_ms, [q["sql"] for q in captured.captured_queries]
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
 def explain(sql: str) -> str:
     from django.db import connection
 
@@ -172,37 +152,26 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=200_000, help="JobLog rows to have in the table (default 200,000)")
     parser.add_argument("--requests", type=int, default=20, help="timed requests per page (default 20)")
     parser.add_argument("--quiet-explain", action="store_true", help="do not print the EXPLAIN plans")
+    harness.add_arguments(parser)
     args = parser.parse_args()
     if not 1 <= args.rows <= 5_000_000 or not 1 <= args.requests <= 1000:
         parser.error("--rows must be 1 to 5,000,000 and --requests 1 to 1,000")
 
-    url = os.environ.get("DATABASE_URL", DEFAULT_URL)
-    if not url.startswith(("postgres://", "postgresql://")):
-        parser.error("this benchmark measures PostgreSQL: set DATABASE_URL to a throwaway PostgreSQL database")
-    ensure_database(url)
-
-    sys.path.insert(0, str(ROOT))
-    from tests.conftest import free_port, start_redis_server
-
-    workdir = tempfile.mkdtemp(prefix="jobs-bench-admin-")
-    redis_port = free_port()
-    redis = start_redis_server(redis_port, workdir)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=url, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0"
-    )
+    # Its own database: the other benchmarks empty jobs_bench, and their rows would change what this one measures.
+    url = harness.database_url("jobs_admin_bench")
+    harness.ensure_postgres_database(url)
+    procs = harness.Processes(Path(tempfile.mkdtemp(prefix="jobs-bench-admin-")))
+    report = Report("admin_pages")
     try:
-        import django
-
-        django.setup()
+        redis = harness.RedisServer(procs)
+        harness.setup_django(harness.django_env("bench.settings", url, redis.url))
         from django.contrib.auth import get_user_model
-        from django.core.management import call_command
-        from django.db import connection
         from django.test import Client
 
-        call_command("migrate", verbosity=0)
-        seed(args.rows)
         from jobs.models import JobLog
 
+        seed(args.rows)
+        report.facts_line(harness.machine_facts(redis=redis, postgres_url=url))
         User = get_user_model()
         admin, _ = User.objects.get_or_create(username="bench-admin", defaults={"is_staff": True})
         admin.is_staff = admin.is_superuser = True
@@ -213,39 +182,36 @@ def main() -> int:
         pages = [
             ("job list, first page", "/admin/jobs/joblog/"),
             ("job list, status=failed", "/admin/jobs/joblog/?status__exact=failed"),
-            ("job list, type+status", "/admin/jobs/joblog/?job_type=echo&status__exact=succeeded"),
+            ("job list, type+status", "/admin/jobs/joblog/?job_type=bench-echo&status__exact=succeeded"),
             ("job list, search error text", "/admin/jobs/joblog/?q=refused"),
             ("job list, search id prefix", f"/admin/jobs/joblog/?q={some_id[:8]}"),
             ("job list, search username", "/admin/jobs/joblog/?q=bench-user-7"),
             ("queues page", "/admin/jobs/queue/"),
             ("queues page JSON (polling)", "/admin/jobs/queue/data/"),
         ]
-        total = JobLog.objects.count()
-        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(
-            f"\n{total:,} JobLog rows on PostgreSQL {connection.pg_version}; {args.requests} requests per page; "
-            f"{os.cpu_count()} CPUs, load average {load}\n"
-        )
-        print(f"{'page':<30} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'queries':>8} {'SQL ms':>8}")
+        report.line(f"{JobLog.objects.count():,} JobLog rows; {args.requests} requests per page; milliseconds")
+        report.line()
+        rows = []
         plans: list[tuple[str, str]] = []
         slow = []
         for label, path in pages:
             timings, count, sql_ms, queries = measure(client, path, args.requests)
-            p50, p95 = percentile(timings, 0.5), percentile(timings, 0.95)
-            print(f"{label:<30} {p50:8.1f} {p95:8.1f} {max(timings):8.1f} {count:8d} {sql_ms:8.1f}")
+            p50, p95 = percentile(timings, 50), percentile(timings, 95)
+            rows.append([label, f"{p50:.1f}", f"{p95:.1f}", f"{max(timings):.1f}", str(count), f"{sql_ms:.1f}"])
             if p95 > TARGET_MS:
                 slow.append(label)
             if path.startswith("/admin/jobs/joblog/"):
                 plans.append((label, main_list_query(queries)))
+        report.table(["page", "p50", "p95", "max", "queries", "SQL"], rows)
+        report.line()
+        report.line(f"p95 under {TARGET_MS:.0f} ms: " + (f"not for {', '.join(slow)}." if slow else "every page."))
         if not args.quiet_explain:
             for label, sql in plans:
-                print(f"\n--- EXPLAIN ANALYZE, {label}:\n{sql}\n\n{explain(sql)}")
-        print(f"\nTarget: p95 under {TARGET_MS:.0f} ms. " + (f"Over it: {', '.join(slow)}." if slow else "All met."))
-        return 1 if slow else 0
+                report.line(f"\n--- EXPLAIN ANALYZE, {label}:\n\n```\n{sql}\n\n{explain(sql)}\n```")
+        report.save(not args.no_save)
+        return 0
     finally:
-        redis.terminate()
-        redis.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        procs.close()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """How long the demo's contact-import job takes for a CSV of 10,000 rows (or --rows N), end to end.
 
-    .venv/bin/python bench/contact_import.py                    # SQLite in a temp dir, a private redis-server
-    .venv/bin/python bench/contact_import.py --rows 50000
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/jobs_bench .venv/bin/python bench/contact_import.py
+    python -m bench.contact_import                        # SQLite in a temp dir, a private redis-server
+    python -m bench.contact_import --rows 50000 --repeat 3
+    python -m bench.contact_import --database postgresql  # BENCH_DATABASE_URL, default jobs_bench
 
 It runs the demo project (project.settings) on a throwaway database, migrates it, writes a CSV of generated contacts
 (2 % invalid rows, 1 % duplicates, as in real exports), submits a contact-import job for a fresh user and runs it in
-an in-process worker (rq's SimpleWorker, as `jobs_worker --worker-class simple` would). It prints the time from
+the engine in this process (run_in_process, burst). It prints the time from
 submit to the job's end, the handler's own time (started_at to finished_at in the job's row), rows per second, and
 the job's counts. Run it twice to see the first run's cold start (imports, SQLite file creation) go away.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import shutil
 import sys
 import tempfile
@@ -23,49 +22,45 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.conftest import free_port, start_redis_server  # noqa: E402
+from bench import harness
+from bench.harness import Report
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000, help="data rows in the CSV (default 10000)")
     parser.add_argument("--repeat", type=int, default=1, help="import this many files, one after the other")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    harness.add_arguments(parser)
     args = parser.parse_args()
     if not 1 <= args.rows <= 1_000_000:
         parser.error("--rows must be between 1 and 1000000")
 
     workdir = Path(tempfile.mkdtemp(prefix="jobs-bench-import-"))
-    redis_port = free_port()
-    redis = start_redis_server(redis_port, str(workdir))
+    procs = harness.Processes(workdir)
+    report = Report("contact_import")
     try:
-        os.environ.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "project.settings",
-                "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'bench.sqlite3'}",
-                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-                "MEDIA_ROOT": str(workdir / "media"),
-            }
+        redis = harness.RedisServer(procs)
+        if args.database == "postgresql":
+            database = harness.database_url()
+            harness.ensure_postgres_database(database)
+        else:
+            database = f"sqlite:///{workdir / 'bench.sqlite3'}"
+        harness.setup_django(
+            harness.django_env("project.settings", database, redis.url, MEDIA_ROOT=str(workdir / "media"))
         )
-        import django
-
-        django.setup()
         from django.conf import settings
         from django.contrib.auth import get_user_model
-        from django.core.management import call_command
-        from django.db import connection
 
-        from jobs import submit
+        from jobs import registry, submit
         from jobs.models import JobLog
-        from jobs.worker import build_worker
+        from jobs.workers.supervisor import WorkerOptions, run_in_process
         from project.demo.contacts import sample_rows
         from project.demo.models import Contact
 
-        call_command("migrate", verbosity=0)
-        vendor = f"{connection.vendor} {connection.settings_dict['NAME']}"
-        print(f"database: {vendor}; redis-server on port {redis_port}; {args.rows} rows per file", flush=True)
+        report.facts_line(harness.machine_facts(redis=redis, postgres_url=database if "postgres" in database else None))
+        queue = registry.get("contact-import").queue
+        report.line(f"{args.database}, {args.rows:,} rows per file, the engine in this process (run_in_process)")
         for run in range(1, args.repeat + 1):
             user = get_user_model().objects.create_user(f"bench-{run}-{time.time_ns()}")
             name = f"uploads/{uuid.uuid4()}.csv"
@@ -76,25 +71,24 @@ def main() -> int:
 
             started = time.perf_counter()
             job = submit("contact-import", {"file": name}, user=user)
-            build_worker(worker_class="simple").work(burst=True, with_scheduler=False, logging_level="WARNING")
+            run_in_process(WorkerOptions(queues=[queue], burst=True, with_scheduler=False))
             elapsed = time.perf_counter() - started
             job = JobLog.objects.get(pk=job.pk)
             if job.status != "succeeded":
-                print(f"run {run}: the job ended {job.status}: {job.error_type}: {job.error_message}")
+                report.line(f"run {run}: the job ended {job.status}: {job.error_type}: {job.error_message}")
                 return 1
             assert job.started_at and job.finished_at
             handler = (job.finished_at - job.started_at).total_seconds()
             saved = Contact.objects.filter(owner=user).count()
-            print(
-                f"run {run}: {args.rows} rows in {elapsed:.2f} s end to end ({args.rows / elapsed:,.0f} rows/s), "
-                f"handler {handler:.2f} s; {saved} contacts saved; result {job.result}; "
-                f"{job.failed_items_count} failed rows listed",
-                flush=True,
+            report.line(
+                f"- run {run}: {args.rows:,} rows in {elapsed:.2f} s end to end ({args.rows / elapsed:,.0f} rows/s), "
+                f"handler {handler:.2f} s; {saved:,} contacts saved; result {job.result}; "
+                f"{job.failed_items_count} failed rows listed"
             )
+        report.save(not args.no_save)
         return 0
     finally:
-        redis.terminate()
-        redis.wait(10)
+        procs.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

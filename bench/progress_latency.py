@@ -1,7 +1,7 @@
 """Live progress delivery: a handler's progress call -> the frame at a websocket client, and fan-out capacity.
 
-Starts its own stack: a private redis-server, SQLite in a temporary directory (or DATABASE_URL), and one uvicorn
-process serving the test project's ASGI app (Channels consumers, channels-redis pub/sub). This process plays the
+Starts its own stack: a private redis-server, SQLite in a temporary directory, and one uvicorn process serving
+the benchmarks' ASGI app (bench/asgi.py: (Channels consumers, channels-redis pub/sub). This process plays the
 worker: it calls JobContext.progress() like a handler does, so frames take the real path (publisher thread ->
 Redis PUBLISH -> the web process -> the consumer -> the socket). Prints:
 
@@ -9,7 +9,7 @@ Redis PUBLISH -> the web process -> the consumer -> the socket). Prints:
 2. delivery latency p50/p95/p99 from the progress() call to the frame arriving at a websocket client;
 3. frames per second one web process delivers to N connected clients (default 100) of the same user.
 
-    .venv/bin/python bench/progress_latency.py [--samples 300] [--clients 100] [--frames 2000]
+    python -m bench.progress_latency [--samples 300] [--clients 100] [--frames 2000]
 """
 
 from __future__ import annotations
@@ -18,74 +18,45 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import shutil
 import statistics
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_latency import ROOT, Stack, free_port, start_redis, wait_until  # noqa: E402
+from bench import harness
+from bench.harness import Report, percentile
 
 
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
-
-
-def start_stack(workdir: Path, procs: Stack) -> tuple[int, dict[str, str]]:
-    redis_port = start_redis(procs, workdir)
-    (workdir / "bench_settings.py").write_text(
-        textwrap.dedent(
-            """
-            from tests.settings import *  # noqa: F403
-
-            DATABASES["default"]["CONN_MAX_AGE"] = 60  # noqa: F405
-            """
-        )
-    )
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "bench_settings",
-        "PYTHONPATH": os.pathsep.join([str(workdir), str(ROOT)]),
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'bench.sqlite3'}",
-    }
-    os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "REDIS_URL", "DATABASE_URL")})
-    sys.path[:0] = [str(workdir), str(ROOT)]
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    port = free_port()
+def start_stack(workdir: Path, procs: harness.Processes, report: Report) -> int:
+    """Redis, the database and uvicorn serving bench.asgi; Django set up in this process. Returns the web port."""
+    redis = harness.RedisServer(procs)
+    env = harness.django_env("bench.settings", f"sqlite:///{workdir / 'bench.sqlite3'}", redis.url)
+    harness.setup_django(env)
+    report.facts_line(harness.machine_facts(redis=redis))
+    port = harness.free_port()
     procs.start(
         "web",
-        [sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+        [sys.executable, "-m", "uvicorn", "bench.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
         + ["--lifespan", "off", "--no-access-log", "--log-level", "warning"],
         env,
     )
 
     def web_answers() -> bool:
+        import urllib.error
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/", timeout=2) as response:
-            return response.status in (200, 503)
-
-    def web_answers_or_503() -> bool:
         try:
-            return web_answers()
-        except Exception as exc:  # an HTTP 503 raises; it still means the server is up
-            return "503" in str(exc)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/", timeout=2) as response:
+                return response.status in (200, 503)
+        except urllib.error.HTTPError as exc:  # a 503 still means the server is up
+            return exc.code == 503
 
-    wait_until("uvicorn", web_answers_or_503)
-    return port, env
+    harness.wait_until("uvicorn", web_answers)
+    return port
 
 
 def handler_cost(user: Any, calls: int) -> float:
@@ -94,7 +65,7 @@ def handler_cost(user: Any, calls: int) -> float:
     from jobs.live.publish import flush_published
     from jobs.models import JobLog
 
-    job = JobLog.objects.create(job_type="chatty", queue="chatty", owner=user, status="running")
+    job = JobLog.objects.create(job_type="bench-chatty", queue="bench-api", owner=user, status="running")
     ctx = JobContext(job, 1)
     started = time.perf_counter()
     for i in range(calls):
@@ -133,7 +104,7 @@ def delivery_latency(port: int, user: Any, token: str, samples: int) -> list[flo
     # Every call publishes at once here (the default interval would hold back calls closer than 0.1 s). Through
     # override_settings: jobs_settings() is cached, and only the setting_changed signal refreshes it.
     override_settings(JOBS={**settings.JOBS, "PROGRESS_PUBLISH_INTERVAL": 0}).enable()
-    job = JobLog.objects.create(job_type="chatty", queue="chatty", owner=user, status="running")
+    job = JobLog.objects.create(job_type="bench-chatty", queue="bench-api", owner=user, status="running")
     ctx = JobContext(job, 1)
     arrivals: dict[int, float] = {}
     ready = threading.Event()
@@ -163,7 +134,7 @@ def delivery_latency(port: int, user: Any, token: str, samples: int) -> list[flo
     coalesced = samples - len(arrivals)
     if coalesced:
         # By design: a frame still waiting in the publisher when a newer one of the same job comes is dropped.
-        print(f"  {coalesced} of {samples} latency frames were superseded by a newer one before they went out")
+        harness.log(f"  {coalesced} of {samples} latency frames were superseded by a newer one before they went out")
     return [(arrivals[i] - sent[i]) * 1000 for i in arrivals]
 
 
@@ -242,12 +213,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100_000, help="progress() calls for the handler-cost loop")
     parser.add_argument("--clients", type=int, default=100, help="websocket clients for the fan-out test")
     parser.add_argument("--frames", type=int, default=2000, help="frames published in the fan-out test")
+    harness.add_arguments(parser)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="jobs-bench-progress-"))
-    procs = Stack(workdir)
+    procs = harness.Processes(workdir)
+    report = Report("progress_latency")
     try:
-        port, _env = start_stack(workdir, procs)
+        port = start_stack(workdir, procs, report)
         from django.contrib.auth import get_user_model
         from rest_framework.authtoken.models import Token
 
@@ -255,23 +228,28 @@ def main() -> None:
         token = Token.objects.create(user=user).key
 
         cost = handler_cost(user, args.calls)
-        print(f"handler cost of progress(): {cost:.2f} µs per call ({args.calls} calls in a tight loop)")
-
         latencies = delivery_latency(port, user, token, args.samples)
-        print(
-            f"delivery latency progress() -> websocket client, {len(latencies)} frames: "
-            f"p50 {statistics.median(latencies):.2f} ms, p95 {percentile(latencies, 95):.2f} ms, "
-            f"p99 {percentile(latencies, 99):.2f} ms, max {max(latencies):.2f} ms"
-        )
-
         rate, delivered, elapsed = fanout(port, user, token, args.clients, args.frames)
         expected = args.clients * args.frames
-        print(
-            f"fan-out: {args.frames} frames to {args.clients} clients through one uvicorn process: "
-            f"{delivered} of {expected} delivered in {elapsed:.2f} s = {rate:,.0f} frames/s"
+        report.line()
+        report.table(
+            ["figure", "value"],
+            [
+                ["handler cost of progress() in a tight loop", f"{cost:.2f} µs per call ({args.calls:,} calls)"],
+                [
+                    f"latency progress() -> websocket client, {len(latencies)} frames",
+                    f"p50 {statistics.median(latencies):.2f} ms, p95 {percentile(latencies, 95):.2f} ms, "
+                    f"p99 {percentile(latencies, 99):.2f} ms, max {max(latencies):.2f} ms",
+                ],
+                [
+                    f"fan-out, {args.frames:,} frames to {args.clients} clients, one uvicorn process",
+                    f"{delivered:,} of {expected:,} delivered in {elapsed:.2f} s = {rate:,.0f} frames/s",
+                ],
+            ],
         )
+        report.save(not args.no_save)
     finally:
-        procs.stop()
+        procs.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -1,23 +1,24 @@
-"""Soak test: submit many jobs while killing workers and restarting (wiping) Redis; then prove nothing was lost.
+"""Soak: submit many jobs while killing worker processes and restarting (wiping) Redis; then prove nothing was lost.
 
-    .venv/bin/python bench/soak.py --jobs 20000            # SQLite in a temp dir, a private redis-server
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/jobs_soak .venv/bin/python bench/soak.py --jobs 20000
+    python -m bench.soak --jobs 20000                         # SQLite in a temp dir, a private redis-server
+    python -m bench.soak --jobs 20000 --database postgresql   # BENCH_DATABASE_URL, default jobs_bench
 
-It runs real processes: N `jobs_worker`s (fork and simple), one `jobs_scheduler` (which runs the reconciler), and a
-redis-server without persistence, so every restart loses everything Redis held. A chaos thread SIGKILLs a random
-worker (and its work horse) every few seconds and starts a replacement, and restarts Redis every so often. The
-`soak` job type (tests/testapp/job_types.py) appends "start"/"done" lines to a per-process file that outlives both.
+It runs real processes: --workers ``jobs_worker`` supervisors (2 processes x 4 slots each), one ``jobs_scheduler``
+(which runs the reconciler), and a redis-server without persistence, so every restart loses everything Redis held.
+The recovery intervals are shortened as the test suite's are (bench.settings, BENCH_FAST_RECOVERY). A chaos thread
+SIGKILLs a random worker process every few seconds (its supervisor starts another) and, every third time, a whole
+supervisor with its processes (a replacement is started), and restarts Redis every so often. The bench-soak job type
+appends "start"/"done" lines to a per-process file that outlives both.
 
-At the end every JobLog must be terminal and succeeded, each job must have completed exactly once unless an earlier
-completion came from a process that was killed before it could record it (at-least-once delivery, reported
-separately), and no handler run may be missing from the SQL history. Exit status 1 when anything was lost.
+At the end every JobLog must be succeeded; a job may have completed twice only if an earlier completion came from a
+process that was killed before it could record it (at-least-once delivery, reported separately); and no handler run
+may be missing from the SQL attempt count. Exit status 1 when anything was lost.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import os
 import random
 import shutil
 import signal
@@ -28,136 +29,147 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import harness
+from bench.harness import Report
 
-from tests.conftest import free_port, start_redis_server  # noqa: E402
-
-
-def children_of(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in found]
+WORKER = [
+    "jobs_worker",
+    "--queues",
+    "bench-soak",
+    "--processes",
+    "2",
+    "--concurrency",
+    "4",
+    "--logging-level",
+    "WARNING",
+]
 
 
 class Cluster:
-    def __init__(self, env: dict[str, str], workdir: Path, redis_port: int) -> None:
+    def __init__(self, procs: harness.Processes, redis: harness.RedisServer, env: dict[str, str]) -> None:
+        self.procs = procs
+        self.redis = redis
         self.env = env
-        self.workdir = workdir
-        self.redis_port = redis_port
-        self.redis = start_redis_server(redis_port, str(workdir))
         self.workers: list[subprocess.Popen[bytes]] = []
         self.killed_pids: set[int] = set()
-        self.kills = 0
-        self.redis_restarts = 0
-        self.scheduler = self._spawn(["jobs_scheduler"], "scheduler")
-        self.started = 0
-
-    def _spawn(self, args: list[str], label: str) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{label}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "django", *args, *(["--logging-level", "WARNING"] if "worker" in args[0] else [])],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        return proc
+        self.kills = self.tree_kills = self.redis_restarts = self.started = 0
+        self.scheduler = procs.start("scheduler", harness.django_command("jobs_scheduler"), env)
 
     def start_worker(self) -> None:
-        kind = "fork" if self.started % 2 else "simple"
         self.started += 1
-        self.workers.append(self._spawn(["jobs_worker", "--worker-class", kind], f"worker-{self.started}"))
+        self.workers.append(self.procs.start(f"worker-{self.started}", harness.django_command(*WORKER), env=self.env))
 
-    def kill_random_worker(self) -> None:
+    def kill_something(self) -> None:
+        """SIGKILL (no cleanup at all) one worker process, or every third time a whole supervisor tree."""
+        import psutil
+
         alive = [w for w in self.workers if w.poll() is None]
         if not alive:
             return
         victim = random.choice(alive)
-        doomed = [victim.pid, *children_of(victim.pid)]
-        for pid in doomed:
+        try:
+            children = psutil.Process(victim.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        self.kills += 1
+        if children and self.kills % 3:
+            child = random.choice(children)
+            self.killed_pids.add(child.pid)
+            child.kill()
+            return
+        self.tree_kills += 1
+        for proc in [psutil.Process(victim.pid), *children]:
+            self.killed_pids.add(proc.pid)
             try:
-                os.kill(pid, signal.SIGKILL)  # like a machine losing power: no cleanup at all
-            except ProcessLookupError:
+                proc.kill()
+            except psutil.Error:
                 pass
-        self.killed_pids.update(doomed)
         victim.wait()
         self.workers.remove(victim)
-        self.kills += 1
         self.start_worker()
 
     def restart_redis(self, down_for: float) -> None:
-        self.redis.terminate()  # no persistence: it comes back empty
-        self.redis.wait()
+        self.redis.stop()  # no persistence: it comes back empty
         time.sleep(down_for)
-        self.redis = start_redis_server(self.redis_port, str(self.workdir))
+        self.redis.start()
         self.redis_restarts += 1
 
     def stop(self) -> None:
         for proc in [*self.workers, self.scheduler]:
             if proc.poll() is None:
-                for pid in [proc.pid, *children_of(proc.pid)]:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                proc.wait()
-        self.redis.terminate()
-        self.redis.wait()
+                proc.send_signal(signal.SIGKILL)
+        self.procs.stop([*self.workers, self.scheduler], grace=5)
 
 
 def read_runs(workdir: Path) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-    """job id -> pids that started it / completed it."""
-    starts: dict[str, list[int]] = collections.defaultdict(list)
-    dones: dict[str, list[int]] = collections.defaultdict(list)
+    """job id -> pids that started it / completed it, in the order of their attempts."""
+    starts: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+    dones: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
     for path in workdir.glob("runs-*.log"):
         pid = int(path.stem.split("-")[1])
         for line in path.read_text().splitlines():
-            kind, job_id, _attempt = line.split()
-            (starts if kind == "start" else dones)[job_id].append(pid)
-    return starts, dones
+            kind, job_id, attempt = line.split()
+            (starts if kind == "start" else dones)[job_id].append((int(attempt), pid))
+    return (
+        {job: [pid for _, pid in sorted(runs)] for job, runs in starts.items()},
+        {job: [pid for _, pid in sorted(runs)] for job, runs in dones.items()},
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between worker kills")
+    parser.add_argument("--workers", type=int, default=2, help="jobs_worker supervisors (default 2)")
+    parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between kills")
     parser.add_argument("--redis-restart-every", type=float, default=25.0, help="seconds between Redis restarts")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--seed", type=int, default=None)
+    harness.add_arguments(parser)
     args = parser.parse_args()
     random.seed(args.seed)
 
     workdir = Path(tempfile.mkdtemp(prefix="jobs-soak-"))
-    redis_port = free_port()
-    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'soak.sqlite3'}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "PYTHONPATH": str(ROOT),
-    }
-    os.environ.update(env)
-    import django
+    procs = harness.Processes(workdir)
+    report = Report("soak")
+    ok = False
+    try:
+        redis = harness.RedisServer(procs)
+        if args.database == "postgresql":
+            database = harness.database_url()
+            harness.ensure_postgres_database(database)
+        else:
+            database = f"sqlite:///{workdir / 'soak.sqlite3'}"
+        env = harness.django_env("bench.settings", database, redis.url, BENCH_FAST_RECOVERY="1")
+        harness.setup_django(env)
+        from django.db import connection
 
-    django.setup()
-    from django.core.management import call_command
+        with connection.cursor() as cursor:
+            harness.reset_job_tables(cursor, sqlite=connection.vendor == "sqlite")
+        report.facts_line(harness.machine_facts(redis=redis, postgres_url=database if "postgres" in database else None))
+        cluster = Cluster(procs, redis, env)
+        for _ in range(args.workers):
+            cluster.start_worker()
+        ok, table = soak(args, cluster, workdir)
+        report.line()
+        report.table(["figure", "value"], table)
+        if not ok:
+            report.line(f"\nNOT OK; logs kept in {workdir}")
+        report.save(not args.no_save)
+    finally:
+        procs.close()
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+def soak(args: argparse.Namespace, cluster: Cluster, workdir: Path) -> tuple[bool, list[list[str]]]:
+    """Submit, inflict the faults until (nearly) every job is done, then check the history against the runs."""
     from django.db import transaction
     from django.db.models import Count
 
     from jobs import submit
-    from jobs.models import TERMINAL_STATUSES, JobEvent, JobLog
-
-    call_command("migrate", verbosity=0)
-    JobEvent.objects.all().delete()
-    JobLog.objects.all().delete()
-
-    cluster = Cluster(env, workdir, redis_port)
-    for _ in range(args.workers):
-        cluster.start_worker()
+    from jobs.models import TERMINAL_STATUSES, JobLog
 
     stop_chaos = threading.Event()
 
@@ -167,7 +179,7 @@ def main() -> int:
         while not stop_chaos.wait(0.2):
             now = time.monotonic()
             if now >= next_kill:
-                cluster.kill_random_worker()
+                cluster.kill_something()
                 next_kill = now + args.kill_every * random.uniform(0.5, 1.5)
             if now >= next_restart:
                 cluster.restart_redis(down_for=random.uniform(0.5, 3.0))
@@ -181,27 +193,23 @@ def main() -> int:
         while submitted < args.jobs:
             with transaction.atomic():
                 for _ in range(min(200, args.jobs - submitted)):
-                    submit("soak", {"dir": str(workdir)})
+                    submit("bench-soak", {"dir": str(workdir)})
                     submitted += 1
-        submit_seconds = time.monotonic() - began
-        print(f"submitted {submitted} jobs in {submit_seconds:.1f} s", flush=True)
-
+        harness.log(f"submitted {submitted} jobs in {time.monotonic() - began:.1f} s")
         deadline = began + args.timeout
         last_report = 0.0
         while time.monotonic() < deadline:
             unfinished = JobLog.objects.exclude(status__in=TERMINAL_STATUSES).count()
             if time.monotonic() - last_report > 10:
                 counts = dict(JobLog.objects.values_list("status").annotate(n=Count("id")).order_by())
-                print(
+                harness.log(
                     f"{time.monotonic() - began:6.0f} s  {counts}  kills={cluster.kills} "
-                    f"redis_restarts={cluster.redis_restarts}",
-                    flush=True,
+                    f"redis_restarts={cluster.redis_restarts}"
                 )
                 last_report = time.monotonic()
             if not unfinished:
                 break
-            # Faults stop once most of the work is done, so the run can settle.
-            if unfinished < args.jobs * 0.02:
+            if unfinished < args.jobs * 0.02:  # faults stop once most of the work is done, so the run can settle
                 stop_chaos.set()
             time.sleep(1)
         elapsed = time.monotonic() - began
@@ -213,10 +221,9 @@ def main() -> int:
     starts, dones = read_runs(workdir)
     rows = list(JobLog.objects.values_list("id", "status", "attempts"))
     by_status = collections.Counter(status for _, status, _ in rows)
-    not_terminal = sum(1 for _, status, _ in rows if status not in TERMINAL_STATUSES)
-    failed = by_status.get("failed", 0) + by_status.get("canceled", 0)
+    not_succeeded = sum(1 for _, status, _ in rows if status != "succeeded")
     never_done = sum(1 for job_id, status, _ in rows if status == "succeeded" and not dones.get(str(job_id)))
-    rerun_after_kill = unexplained_duplicates = unrecorded_runs = 0
+    rerun_after_kill = unexplained = unrecorded = 0
     for job_id, _status, attempts in rows:
         finished_by = dones.get(str(job_id), [])
         if len(finished_by) > 1:
@@ -224,34 +231,25 @@ def main() -> int:
             if all(pid in cluster.killed_pids for pid in finished_by[:-1]):
                 rerun_after_kill += 1
             else:
-                unexplained_duplicates += 1
-        unrecorded_runs += max(0, len(starts.get(str(job_id), [])) - attempts)
-    lost = not_terminal + failed + never_done
-
-    print()
-    print("| figure | value |")
-    print("|---|---:|")
-    for name, value in [
-        ("jobs submitted", submitted),
-        ("jobs in SQL", len(rows)),
-        ("succeeded", by_status.get("succeeded", 0)),
-        ("worker processes SIGKILLed", cluster.kills),
-        ("Redis restarts (data wiped)", cluster.redis_restarts),
-        ("handler runs (starts)", sum(len(v) for v in starts.values())),
-        ("lost (not terminal, failed, or succeeded without a run)", lost),
-        ("completed twice with no kill to explain it", unexplained_duplicates),
-        ("ran again after its worker was killed mid-job (at-least-once)", rerun_after_kill),
-        ("handler runs missing from the SQL attempt count", unrecorded_runs),
-        ("wall time (s)", round(elapsed, 1)),
-        ("throughput under faults (jobs/s)", round(submitted / elapsed, 1)),
-    ]:
-        print(f"| {name} | {value} |")
-    ok = lost == 0 and unexplained_duplicates == 0 and unrecorded_runs == 0 and len(rows) == submitted
-    if ok:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        print(f"\nNOT OK; logs kept in {workdir}")
-    return 0 if ok else 1
+                unexplained += 1
+        unrecorded += max(0, len(starts.get(str(job_id), [])) - attempts)
+    lost = not_succeeded + never_done
+    table = [
+        ["jobs submitted", submitted],
+        ["jobs in SQL", len(rows)],
+        ["succeeded", by_status.get("succeeded", 0)],
+        ["worker processes SIGKILLed (whole supervisors among them)", f"{cluster.kills} ({cluster.tree_kills})"],
+        ["Redis restarts (data wiped)", cluster.redis_restarts],
+        ["handler runs (starts)", sum(len(v) for v in starts.values())],
+        ["lost (not succeeded, or succeeded without a run)", lost],
+        ["completed twice with no kill to explain it", unexplained],
+        ["ran again after its process was killed mid-job (at-least-once)", rerun_after_kill],
+        ["handler runs missing from the SQL attempt count", unrecorded],
+        ["wall time (s)", round(elapsed, 1)],
+        ["throughput under faults (jobs/s)", round(submitted / elapsed, 1)],
+    ]
+    ok = lost == 0 and unexplained == 0 and unrecorded == 0 and len(rows) == submitted
+    return ok, [[str(a), str(b)] for a, b in table]
 
 
 if __name__ == "__main__":

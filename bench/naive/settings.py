@@ -1,7 +1,7 @@
 """Settings of the django-rq baseline (bench/naive/): django-rq and the TaskLog model, nothing of the jobs app.
 
-DATABASE_URL and BENCH_REDIS_URL come from the environment (bench/peers.py sets them). Connections persist, as in
-bench/settings.py, so both sides pay the same for theirs.
+DATABASE_URL and BENCH_REDIS_URL come from the environment (bench.peers sets them). Connections persist, as in
+bench.settings, so both sides pay the same for theirs.
 """
 
 from __future__ import annotations

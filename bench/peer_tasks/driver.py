@@ -1,12 +1,14 @@
-"""The submitting side of bench/peers.py, run in one system's virtual environment; prints one JSON line.
+"""The submitting side of bench.peers, run in one system's virtual environment; prints one JSON line.
 
     python -m bench.peer_tasks.driver SYSTEM enqueue --kind noop --n 5000      # single submissions, timed
     python -m bench.peer_tasks.driver SYSTEM bulk --n 20000 --batch 500        # bulk submission, timed
     python -m bench.peer_tasks.driver SYSTEM fill --kind noop --n 10000        # load a queue, fastest way there is
     python -m bench.peer_tasks.driver SYSTEM latency --samples 300             # submit -> handler start, one by one
 
-SYSTEM is ours, django-rq (the baseline in bench/naive/), rq, celery or dramatiq. Needs BENCH_REDIS_URL (and for
-ours DJANGO_SETTINGS_MODULE, DATABASE_URL, REDIS_URL; for django-rq DATABASE_URL).
+SYSTEM is ours, django-rq (the baseline in bench/naive/), rq, celery or dramatiq. KIND is noop, sleep, ping or
+isolated (ours: a type declared isolation="process"; the others their no-op task, which their forking workers
+isolate). Needs BENCH_REDIS_URL (and for ours DJANGO_SETTINGS_MODULE, DATABASE_URL, REDIS_URL; for django-rq
+DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 SLEEP_SECONDS = 0.05
 
 
 def args_for(kind: str, total: int, seq: int) -> tuple[Any, ...]:
-    if kind == "noop":
+    if kind in ("noop", "isolated"):
         return (total,)
     if kind == "sleep":
         return (total, SLEEP_SECONDS)
@@ -55,8 +56,8 @@ class Ours(System):
         from jobs import services
 
         self.submit = services.submit
-        self.submit_many: Callable[..., Any] | None = getattr(services, "submit_many", None)
-        self.has_bulk = self.submit_many is not None
+        self.submit_many = services.submit_many
+        self.has_bulk = True
 
     @staticmethod
     def payload(kind: str, total: int, seq: int) -> dict[str, Any]:
@@ -66,13 +67,15 @@ class Ours(System):
             return {"total": total, "seconds": SLEEP_SECONDS}
         return {"total": total}
 
+    @staticmethod
+    def type_name(kind: str) -> str:
+        return "bench-isolated-noop" if kind == "isolated" else f"bench-{kind}"
+
     def send(self, kind: str, total: int, seq: int) -> None:
-        self.submit(f"bench-{kind}", self.payload(kind, total, seq))
+        self.submit(self.type_name(kind), self.payload(kind, total, seq))
 
     def send_many(self, kind: str, total: int, count: int) -> None:
-        # Assumed signature: submit_many(type_name, payloads). Adapt here if the real one differs.
-        assert self.submit_many is not None
-        self.submit_many(f"bench-{kind}", [self.payload(kind, total, i) for i in range(count)])
+        self.submit_many(self.type_name(kind), [self.payload(kind, total, i) for i in range(count)])
 
 
 class Rq(System):
@@ -87,7 +90,7 @@ class Rq(System):
 
         self.Queue = Queue
         self.queue = Queue("bench", connection=Redis.from_url(os.environ["BENCH_REDIS_URL"]))
-        self.funcs = {"noop": rq_tasks.noop, "sleep": rq_tasks.sleep, "ping": rq_tasks.ping}
+        self.funcs = {"noop": rq_tasks.noop, "isolated": rq_tasks.noop, "sleep": rq_tasks.sleep, "ping": rq_tasks.ping}
 
     def send(self, kind: str, total: int, seq: int) -> None:
         self.queue.enqueue(self.funcs[kind], *args_for(kind, total, seq))
@@ -113,9 +116,11 @@ class DjangoRqBaseline(System):
         self.tasks = tasks
 
     def send(self, kind: str, total: int, seq: int) -> None:
+        kind = "noop" if kind == "isolated" else kind
         self.tasks.submit(kind, list(args_for(kind, total, seq)))
 
     def send_many(self, kind: str, total: int, count: int) -> None:
+        kind = "noop" if kind == "isolated" else kind
         self.tasks.submit_many(kind, [list(args_for(kind, total, 0)) for _ in range(count)])
 
 
@@ -175,7 +180,7 @@ def timed_bulk(system: System, kind: str, n: int, total: int, batch: int) -> dic
 
 
 def fill(system: System, kind: str, n: int, total: int, batch: int) -> dict[str, Any]:
-    """Put n of a run's ``total`` jobs on the queue (peers.py runs two of these side by side)."""
+    """Put n of a run's ``total`` jobs on the queue (bench.peers runs two of these side by side)."""
     started = time.perf_counter()
     if system.has_bulk:
         left = n
@@ -248,7 +253,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("system", choices=sorted(SYSTEMS))
     parser.add_argument("action", choices=["enqueue", "bulk", "fill", "latency"])
-    parser.add_argument("--kind", choices=["noop", "sleep", "ping"], default="noop")
+    parser.add_argument("--kind", choices=["noop", "isolated", "sleep", "ping"], default="noop")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--total", type=int, default=0, help="jobs in the whole run (fill), when more than --n")
     parser.add_argument("--batch", type=int, default=500)

@@ -3,7 +3,7 @@
 Per job: one INCR of ``bench:done``. Once per process: one RPUSH to ``bench:starts`` ("pid time count"), so the
 orchestrator can start its clock once every worker process is busy. When the count reaches the run's total: one
 RPUSH of the time to ``bench:finished``. The latency task RPUSHes "seq time" to ``bench:lat`` as its first action.
-peers.py subtracts exactly these commands from the Redis command counts it reports.
+bench.peers subtracts exactly these commands from the Redis command counts it reports.
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ LATENCY = "bench:lat"
 _conns: dict[int, Redis] = {}
 _started: set[int] = set()
 _lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    # A child forked while another thread held the lock (a job isolated in a process) must not wait for it.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _redis() -> Redis:
