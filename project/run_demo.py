@@ -56,8 +56,8 @@ class Child:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 print(f"[demo] {self.label} did not stop within {timeout:.0f} s; killing it.", flush=True)
-        # Whatever is left in its group (the worker's processes, an isolated job's child) goes too, and is waited for: an
-        # orphan still connected to the embedded Redis would keep the launcher from shutting that down.
+        # Whatever is left in its group (the worker's processes, an isolated job's child) goes too, and is waited
+        # for: an orphan still connected to the embedded Redis would keep the launcher from shutting that down.
         _signal(lambda: os.killpg(self.proc.pid, signal.SIGKILL))
         if self.running():
             self.proc.wait(5)

@@ -19,6 +19,7 @@ import mmap
 import os
 import select
 import signal
+import threading
 import traceback
 import warnings
 from typing import Any
@@ -32,6 +33,7 @@ from .guard import AttemptGuard
 from .runner import Attempt, ReportedFailure, ResultNotSerializable, to_json
 
 READ_TIMEOUT = 0.05  # seconds between looks at the parent's cancel flag while the child is quiet
+_forking = threading.Lock()
 
 
 class ChildInterrupter:
@@ -60,16 +62,19 @@ def run_isolated(attempt: Attempt, guard: AttemptGuard, interrupter: ChildInterr
         guard.stop()
         return
     cancel_flag = mmap.mmap(-1, 1)
-    read_end, write_end = os.pipe()
     connections.close_all()  # this thread's connections only: the child must inherit none in use
-    with warnings.catch_warnings():
-        # Python 3.12 warns about forking a process with threads; the child avoids what they hold (see above).
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*fork\(\)")
-        pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        _child(attempt, payload, write_end, cancel_flag)  # never returns
-    os.close(write_end)
+    # One fork at a time in this process, from the pipe's creation until the parent closed its write end: a child
+    # forked meanwhile by another slot would inherit that write end, and this child's end of file would wait for it.
+    with _forking:
+        read_end, write_end = os.pipe()
+        with warnings.catch_warnings():
+            # Python 3.12 warns about forking a process with threads; the child avoids what they hold (see above).
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*fork\(\)")
+            pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            _child(attempt, payload, write_end, cancel_flag)  # never returns
+        os.close(write_end)
     interrupter.pid = pid
     if guard.interrupted_with is not None:  # interrupted before the child existed
         interrupter.raise_in_handler(guard.interrupted_with)

@@ -207,6 +207,19 @@ def test_isolated__progress_and_failed_items_travel_from_the_child(workers):
     assert 'raise PermanentError(payload["fail"])' in failing.traceback
 
 
+def test_isolated__a_quick_child_finishes_while_another_runs_on_in_its_process(workers, redis_conn):
+    workers.start("--concurrency", "4")
+    with transaction.atomic():
+        long = submit("isolated-sleeper", {"seconds": 60})
+    wait_for(lambda: recorded(redis_conn, f"started:{long.id}"), what="the long child to start")
+    # Each child holds only its own pipe: a quick one's end is seen while the long one still runs.
+    quick = [submit_committed("isolated-echo", {"n": n}) for n in range(6)]
+    wait_for(lambda: all(fresh(job).is_finished for job in quick), timeout=20, what="the quick children")
+    assert {fresh(job).status for job in quick} == {JobStatus.SUCCEEDED}, workers.output()
+    assert len({fresh(job).result["pid"] for job in quick}) == 6
+    assert fresh(long).status == JobStatus.RUNNING
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_sigterm__job_finishing_within_grace_completes(mode, workers, redis_conn):
     proc = workers.start(*MODES[mode])
