@@ -36,11 +36,7 @@ def stack(args: argparse.Namespace, report: Report) -> Iterator[tuple[str, str]]
     procs = harness.Processes(workdir)
     try:
         redis = harness.RedisServer(procs)
-        if args.database == "postgresql":
-            database = harness.database_url()
-            harness.ensure_postgres_database(database)
-        else:
-            database = f"sqlite:///{workdir / 'bench.sqlite3'}"
+        database = harness.database_for(args.database, workdir)
         env = harness.django_env("bench.settings", database, redis.url)
         harness.setup_django(env)
         from django.contrib.auth import get_user_model

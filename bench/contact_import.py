@@ -41,11 +41,7 @@ def main() -> int:
     report = Report("contact_import")
     try:
         redis = harness.RedisServer(procs)
-        if args.database == "postgresql":
-            database = harness.database_url()
-            harness.ensure_postgres_database(database)
-        else:
-            database = f"sqlite:///{workdir / 'bench.sqlite3'}"
+        database = harness.database_for(args.database, workdir)
         harness.setup_django(
             harness.django_env("project.settings", database, redis.url, MEDIA_ROOT=str(workdir / "media"))
         )

@@ -182,7 +182,7 @@ class Processes:
                     _signal(child, signal.SIGKILL)
 
     def close(self) -> list[str]:
-        """Stop everything still running; returns the strays found (and killed) after that."""
+        """Stop everything still running; returns (and logs) the strays found, and killed, after that."""
         self.stop(reversed(list(self.live)), grace=10)
         strays = []
         for proc in self.marked():
@@ -191,6 +191,8 @@ class Processes:
             except Exception:  # noqa: BLE001 - gone meanwhile
                 continue
             _signal(proc, signal.SIGKILL)
+        if strays:
+            log("stray processes killed: " + "; ".join(strays))
         return strays
 
 
@@ -293,6 +295,23 @@ class RedisServer:
 def database_url(default_name: str = "jobs_bench") -> str:
     """BENCH_DATABASE_URL, else the local PostgreSQL database ``default_name``."""
     return os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DATABASE_URL.replace("jobs_bench", default_name)
+
+
+def database_for(kind: str, workdir: Path, filename: str = "bench.sqlite3") -> str:
+    """The bench database of that kind: PostgreSQL's (created if missing), or a fresh SQLite file in ``workdir``."""
+    if kind == "postgresql":
+        url = database_url()
+        ensure_postgres_database(url)
+        return url
+    return f"sqlite:///{workdir / filename}"
+
+
+def postgres_bench(procs: Processes) -> tuple[RedisServer, str]:
+    """This process set up for the bench project on PostgreSQL and a private Redis: (the Redis, the database URL)."""
+    redis = RedisServer(procs)
+    url = database_for("postgresql", procs.workdir)
+    setup_django(django_env("bench.settings", url, redis.url))
+    return redis, url
 
 
 def ensure_postgres_database(url: str) -> str:

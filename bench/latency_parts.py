@@ -161,10 +161,7 @@ def main() -> int:
     procs = harness.Processes(Path(tempfile.mkdtemp(prefix="jobs-latency-parts-")))
     report = Report("latency_parts")
     try:
-        redis = harness.RedisServer(procs)
-        url = harness.database_url()
-        harness.ensure_postgres_database(url)
-        harness.setup_django(harness.django_env("bench.settings", url, redis.url))
+        redis, url = harness.postgres_bench(procs)
         from django.db import connection
 
         with connection.cursor() as cursor:
@@ -181,9 +178,7 @@ def main() -> int:
             harness.reset_job_tables(cursor)
         report.save(not args.no_save)
     finally:
-        strays = procs.close()
-        if strays:
-            harness.log("stray processes killed: " + "; ".join(strays))
+        procs.close()
     return 0
 
 

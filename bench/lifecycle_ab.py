@@ -198,10 +198,7 @@ def main() -> int:
     procs = harness.Processes(Path(tempfile.mkdtemp(prefix="jobs-lifecycle-ab-")))
     report = Report("lifecycle_ab")
     try:
-        redis = harness.RedisServer(procs)
-        url = harness.database_url()
-        harness.ensure_postgres_database(url)
-        harness.setup_django(harness.django_env("bench.settings", url, redis.url))
+        redis, url = harness.postgres_bench(procs)
         empty_tables()
         report.facts_line(harness.machine_facts(redis=redis, postgres_url=url))
         batches(report, args.samples)
@@ -209,9 +206,7 @@ def main() -> int:
         end_to_end(report, redis.client(), args.jobs, args.repeat)
         report.save(not args.no_save)
     finally:
-        strays = procs.close()
-        if strays:
-            harness.log("stray processes killed: " + "; ".join(strays))
+        procs.close()
     return 0
 
 

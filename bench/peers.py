@@ -88,11 +88,9 @@ class Bench:
         return env
 
     def close(self) -> None:
-        strays = self.procs.close()
+        self.procs.close()
         if self.db is not None:
             self.db.close()
-        if strays:
-            harness.log("stray processes found and killed:\n  " + "\n  ".join(strays))
         if self.failed or self.args.keep_logs:
             harness.log(f"logs kept in {self.workdir}")
         else:

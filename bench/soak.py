@@ -135,11 +135,7 @@ def main() -> int:
     ok = False
     try:
         redis = harness.RedisServer(procs)
-        if args.database == "postgresql":
-            database = harness.database_url()
-            harness.ensure_postgres_database(database)
-        else:
-            database = f"sqlite:///{workdir / 'soak.sqlite3'}"
+        database = harness.database_for(args.database, workdir, "soak.sqlite3")
         env = harness.django_env("bench.settings", database, redis.url, BENCH_FAST_RECOVERY="1")
         harness.setup_django(env)
         from django.db import connection

@@ -142,9 +142,7 @@ def main() -> int:
         failed = True
         raise
     finally:
-        strays = ab.procs.close()
-        if strays:
-            harness.log("stray processes killed: " + "; ".join(strays))
+        ab.procs.close()
         if failed or args.keep_logs:
             harness.log(f"logs kept in {ab.workdir}")
         else:

@@ -5,6 +5,7 @@ format fails here first."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from rq import Queue
@@ -63,10 +64,18 @@ def test_push__jobs_of_two_types_sharing_a_queue_keep_each_types_timeout(redis_u
     assert int(redis_conn.hget(f"rq:job:{second.pk}", "timeout")) == registry.get("slow").timeout
 
 
-def _rq_worker(name: str, queue: Queue) -> SimpleWorker:
-    worker = SimpleWorker([queue], name=name, connection=queue.connection, serializer=JSONSerializer)
-    worker.register_birth()
-    return worker
+def _one_started_by_each(name: str) -> tuple[Any, Any, Any, Any, Any]:
+    """The first job of rq queue ``name`` started by rq's own worker, the second claimed by ours."""
+    queue = get_queue(name)
+    rq_worker = SimpleWorker([queue], name="rq-worker", connection=queue.connection, serializer=JSONSerializer)
+    rq_worker.register_birth()
+    job, _queue = rq_worker.dequeue_job_and_maintain_ttl(None)
+    execution = rq_worker.prepare_execution(job)
+    rq_worker.prepare_job_execution(job)
+    registration = Registration([name], "our-worker")
+    registration.register()
+    [claim] = transport.claim([name], 1, worker_name="our-worker", alive_seconds=5)
+    return rq_worker, job, execution, registration, claim
 
 
 def _execution_keys(redis_conn, job_id: str) -> dict[str, object]:
@@ -79,17 +88,8 @@ def _execution_keys(redis_conn, job_id: str) -> dict[str, object]:
 def test_claim__marks_the_job_started_and_records_its_execution_as_rq_does(redis_url, redis_conn):
     theirs, ours = jobs.submit_many("greet", [{"name": "Ada"}, {"name": "Bob"}])
     name = rq_queue_name("greet", "normal")
-    queue = get_queue(name)
-    rq_worker = _rq_worker("rq-worker", queue)
-    job, _queue = rq_worker.dequeue_job_and_maintain_ttl(None)
-    assert job.id == str(theirs.pk)
-    rq_execution = rq_worker.prepare_execution(job)
-    rq_worker.prepare_job_execution(job)
-
-    registration = Registration([name], "our-worker")
-    registration.register()
-    [claim] = transport.claim([name], 1, worker_name="our-worker", alive_seconds=5)
-    assert claim.job_id == str(ours.pk)
+    _rq_worker, job, rq_execution, _registration, claim = _one_started_by_each(name)
+    assert (job.id, claim.job_id) == (str(theirs.pk), str(ours.pk))
 
     assert stored(redis_conn, str(ours.pk)) | {b"worker_name": b"rq-worker"} == stored(redis_conn, str(theirs.pk))
     theirs_keys, ours_keys = _execution_keys(redis_conn, str(theirs.pk)), _execution_keys(redis_conn, str(ours.pk))
@@ -108,13 +108,7 @@ def test_finish__leaves_what_rqs_success_handling_leaves(redis_url, redis_conn):
     theirs, ours = jobs.submit_many("greet", [{"name": "Ada"}, {"name": "Bob"}])
     name = rq_queue_name("greet", "normal")
     queue = get_queue(name)
-    rq_worker = _rq_worker("rq-worker", queue)
-    job, _queue = rq_worker.dequeue_job_and_maintain_ttl(None)
-    execution = rq_worker.prepare_execution(job)
-    rq_worker.prepare_job_execution(job)
-    registration = Registration([name], "our-worker")
-    registration.register()
-    [claim] = transport.claim([name], 1, worker_name="our-worker", alive_seconds=5)
+    rq_worker, job, execution, registration, claim = _one_started_by_each(name)
     time.sleep(0.01)
 
     job.ended_at = job.started_at
