@@ -3,8 +3,8 @@
     python -m bench.lifecycle_ab                       # 300 batches per size, 5,000 jobs end to end, 3 rounds
     python -m bench.lifecycle_ab --samples 50 --jobs 500 --repeat 1
 
-1. Per batch of 1, 8 and 16 jobs: the start (jobs.lifecycle_postgresql.start, one data-modifying statement,
-   against jobs.lifecycle._start_orm) and the success (lifecycle_postgresql.succeed against _succeed_orm), each
+1. Per batch of 1, 8 and 16 jobs: the start (jobs.lifecycle.postgresql.start, one data-modifying statement,
+   against jobs.lifecycle.batches._start_orm) and the success (postgresql.succeed against _succeed_orm), each
    batch on fresh rows, the two variants interleaved. Prints microseconds per job (p50 and p90), the statements
    Django sent per batch, and the server round trips per batch (ReadyForQuery messages in libpq's trace: BEGIN
    and COMMIT included).
@@ -79,11 +79,12 @@ def empty_tables() -> None:
 
 
 def variants() -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
-    from jobs import lifecycle, lifecycle_postgresql
+    from jobs.lifecycle import batches
+    from jobs.lifecycle import postgresql as lifecycle_postgresql
 
     return {
         "fast path": (lifecycle_postgresql.start, lifecycle_postgresql.succeed),
-        "ORM": (lifecycle._start_orm, lifecycle._succeed_orm),
+        "ORM": (batches._start_orm, batches._succeed_orm),
     }
 
 
@@ -154,12 +155,14 @@ def batches(report: Report, samples: int) -> None:
 
 
 def end_to_end(report: Report, redis: Any, jobs: int, rounds: int) -> None:
-    from jobs import lifecycle, lifecycle_postgresql, services
+    from jobs import services
+    from jobs.lifecycle import batches
+    from jobs.lifecycle import postgresql as lifecycle_postgresql
     from jobs.models import JobLog
     from jobs.workers.supervisor import WorkerOptions, run_in_process
 
     fast = (lifecycle_postgresql.start, lifecycle_postgresql.succeed)
-    orm = (lifecycle._start_orm, lifecycle._succeed_orm)
+    orm = (batches._start_orm, batches._succeed_orm)
     rates: dict[str, list[float]] = {"fast path": [], "ORM": []}
     for i in range(rounds):
         for name in ("fast path", "ORM") if i % 2 == 0 else ("ORM", "fast path"):

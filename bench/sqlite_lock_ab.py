@@ -6,11 +6,11 @@
 SQLite as the demo runs it (WAL, synchronous=NORMAL, IMMEDIATE transactions, a busy timeout: bench.settings takes
 project/settings.py's options), a new file per run, and the default engine as subprocesses (``jobs_worker --queues
 bench --processes 2 --concurrency 8``). Variant "lock file" adds bench.write_lock, which wraps the start and the
-success of a batch (jobs.lifecycle._start_orm and _succeed_orm) in the flock-based turn the product had before the
-one engine; the product itself has no such lock. Per run: no-op jobs/s (pre-loaded queue, the clock from the moment
-both processes finished a job to the last one), then, with the same workers idle, the latency from submit() to the
-handler's start (p50/p99), and the "database is locked" errors in the workers' logs. Every job's row must say
-succeeded. Rounds alternate the order; the table shows medians.
+success of a batch (jobs.lifecycle.batches._start_orm and _succeed_orm) in the flock-based turn the product had
+before the one engine; the product itself has no such lock. Per run: no-op jobs/s (pre-loaded queue, the clock from
+the moment both processes finished a job to the last one), then, with the same workers idle, the latency from
+submit() to the handler's start (p50/p99), and the "database is locked" errors in the workers' logs. Every job's row
+must say succeeded. Rounds alternate the order; the table shows medians.
 """
 
 from __future__ import annotations

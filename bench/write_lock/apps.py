@@ -12,7 +12,7 @@ class WriteLockConfig(AppConfig):
     label = "bench_write_lock"
 
     def ready(self) -> None:
-        from jobs import lifecycle
+        from jobs.lifecycle import batches
 
         from .lock import write_turn
 
@@ -26,5 +26,5 @@ class WriteLockConfig(AppConfig):
 
         # The hot write transactions of a worker: a batch's start and its success (lifecycle.start and
         # lifecycle.succeed call these through the module, so the wrapped ones are what they run).
-        lifecycle._start_orm = in_turn(lifecycle._start_orm)  # type: ignore[method-assign]
-        lifecycle._succeed_orm = in_turn(lifecycle._succeed_orm)  # type: ignore[method-assign]
+        batches._start_orm = in_turn(batches._start_orm)  # type: ignore[method-assign]
+        batches._succeed_orm = in_turn(batches._succeed_orm)  # type: ignore[method-assign]

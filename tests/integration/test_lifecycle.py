@@ -8,7 +8,9 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from jobs import lifecycle, lifecycle_postgresql, submit
+from jobs import lifecycle, submit
+from jobs.lifecycle import batches
+from jobs.lifecycle import postgresql as lifecycle_postgresql
 from jobs.live.context import JobContext
 from jobs.models import EventKind, JobEvent, JobLog, JobStatus
 from tests.conftest import free_port
@@ -40,7 +42,7 @@ def test_start__starts_jobs_in_any_waiting_status_and_leaves_the_others(redis_ur
     assert JobLog.objects.get(pk=canceled.pk).status == JobStatus.CANCELED
     if connection.vendor == "postgresql":
         [statement] = [q["sql"] for q in queries.captured_queries]
-        # Its own transaction skips the WAL flush wait (see lifecycle_postgresql._ASYNC_COMMIT) ...
+        # Its own transaction skips the WAL flush wait (see lifecycle.postgresql._ASYNC_COMMIT) ...
         assert "set_config('synchronous_commit', 'off', true)" in statement
         # ... and only its own: the connection's later writes are durable again.
         assert synchronous_commit() == "on"
@@ -88,7 +90,7 @@ def test_postgresql_fast_path__writes_what_the_orm_writes(redis_url):
     )
     now = timezone.now()
     started = lifecycle_postgresql.start([job.pk for job in ours], now, "worker-1", job_types=None)
-    expected = lifecycle._start_orm([job.pk for job in reference], now, "worker-1", job_types=None)
+    expected = batches._start_orm([job.pk for job in reference], now, "worker-1", job_types=None)
     assert sorted(job.pk for job in started) == sorted(job.pk for job in ours)
     for returned, by_orm in zip(sorted(started, key=str), sorted(expected, key=str), strict=True):
         assert _written(returned) == _written(by_orm)
@@ -104,7 +106,7 @@ def test_postgresql_fast_path__writes_what_the_orm_writes(redis_url):
         job.result = {"greeting": "hello", "counts": [1, 2]}
     later = timezone.now()
     assert lifecycle_postgresql.succeed(started, later) == {job.pk for job in started[1:]}
-    assert lifecycle._succeed_orm(list(expected), later) == {job.pk for job in expected[1:]}
+    assert batches._succeed_orm(list(expected), later) == {job.pk for job in expected[1:]}
     for returned, by_orm in zip(started, expected, strict=True):
         row, reference_row = JobLog.objects.get(pk=returned.pk), JobLog.objects.get(pk=by_orm.pk)
         assert (row.status == JobStatus.SUCCEEDED) == (row.pk not in taken_over)

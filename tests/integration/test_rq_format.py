@@ -15,7 +15,8 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker, Worker
 
 import jobs
-from jobs import lifecycle, registry
+from jobs import registry
+from jobs.lifecycle.handoff import to_handoff
 from jobs.models import JobLog
 from jobs.transport import queues as transport
 from jobs.transport.queues import RUNNER, _rq_options, get_queue, rq_queue_name
@@ -37,7 +38,7 @@ def test_push__writes_the_job_hash_and_list_entry_rq_itself_writes(redis_url, re
     queue = get_queue(rq_queue_name("greet", "high"))
     redis_conn.delete(f"rq:job:{theirs.pk}")
     redis_conn.lrem(queue.key, 0, str(theirs.pk))
-    options = _rq_options(lifecycle._handoff(theirs))
+    options = _rq_options(to_handoff(theirs))
     options["timeout"] = options.pop("job_timeout")  # prepare_data's name for it
     queue.enqueue_many([Queue.prepare_data(RUNNER, **options)])
 
@@ -59,7 +60,7 @@ def test_push__jobs_of_two_types_sharing_a_queue_keep_each_types_timeout(redis_u
     for job in (first, second):
         redis_conn.delete(f"rq:job:{job.pk}")
     second.queue = first.queue  # as if they shared an rq queue: both in one push
-    transport.push([lifecycle._handoff(first), lifecycle._handoff(second)])
+    transport.push([to_handoff(first), to_handoff(second)])
     assert int(redis_conn.hget(f"rq:job:{first.pk}", "timeout")) == registry.get("echo").timeout
     assert int(redis_conn.hget(f"rq:job:{second.pk}", "timeout")) == registry.get("slow").timeout
 

@@ -17,7 +17,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, connections
 
-from .models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobStatus
+from ..models import WAITING_STATUSES, EventKind, JobEvent, JobLog, JobStatus
 
 # The start commits without waiting for its WAL flush (synchronous_commit off for this one transaction;
 # set_config(..., true) ends with it). What it guards is small: only a crash of the database server itself within
