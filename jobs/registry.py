@@ -180,11 +180,6 @@ def all_types() -> list[JobType]:
     return sorted(_registry.values(), key=lambda t: t.name)
 
 
-def names_without_rate_limit() -> list[str]:
-    """The registered types whose jobs may start without an admission check (the runner's fast path)."""
-    return [name for name, job_type in _registry.items() if not job_type.rate_limit]
-
-
 def duplicates() -> list[tuple[str, Handler]]:
     return list(_duplicates)
 

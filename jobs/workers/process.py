@@ -59,6 +59,21 @@ MAX_REDIS_WAIT_SECONDS = 30.0
 EXIT_STUCK = 3  # the exit code of a process ended because a handler could not be stopped
 
 
+def retry_while_unreachable(call: Callable[[], T], stopping: Callable[[], bool]) -> T:
+    """``call()``, retried with backoff while Redis is unreachable: an outage pauses a worker, never ends it. Once
+    ``stopping()`` says so, the next failure is raised instead."""
+    wait = 1.0
+    while True:
+        try:
+            return call()
+        except Unreachable as exc:
+            if stopping():
+                raise
+            logger.warning("Redis unavailable (%s); retrying in %.0f s", exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, MAX_REDIS_WAIT_SECONDS)
+
+
 class WorkerProcess:
     """Runs up to ``concurrency`` jobs at once from ``rq_queue_names`` (strict priority order) until stopped.
 
@@ -183,17 +198,7 @@ class WorkerProcess:
         return [name for level in levels for name in level[shift:] + level[:shift]]
 
     def _wait_for_redis(self, call: Callable[[], T]) -> T:
-        """``call()``, retried with backoff while Redis is unreachable: an outage pauses the worker, never ends it."""
-        wait = 1.0
-        while True:
-            try:
-                return call()
-            except Unreachable as exc:
-                if self._stop_requested:
-                    raise
-                logger.warning("Redis unavailable (%s); retrying in %.0f s", exc, wait)
-                time.sleep(wait)
-                wait = min(wait * 2, MAX_REDIS_WAIT_SECONDS)
+        return retry_while_unreachable(call, lambda: self._stop_requested)
 
     # Slots ----------------------------------------------------------------------------------------------------
 

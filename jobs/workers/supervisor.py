@@ -27,9 +27,9 @@ from .. import registry
 from ..conf import jobs_settings
 from ..exceptions import JobsError
 from ..transport import queues as transport
-from ..transport.connections import TransportError, get_connection
+from ..transport.connections import TransportError, Unreachable, get_connection
 from ..transport.worker import DelayedJobs, clean
-from .process import EXIT_STUCK, WorkerProcess
+from .process import EXIT_STUCK, WorkerProcess, retry_while_unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -148,16 +148,11 @@ class Supervisor:
 
     def _wait_for_redis(self) -> bool:
         """Wait for Redis (starting the embedded one before the forks); False if told to stop meanwhile."""
-        wait = 1.0
-        while not self._stopping:
-            try:
-                get_connection().ping()
-                return True
-            except TransportError as exc:
-                logger.warning("Redis unavailable (%s); retrying in %.0f s", exc, wait)
-                time.sleep(wait)
-                wait = min(wait * 2, MAX_RESTART_WAIT)
-        return False
+        try:
+            retry_while_unreachable(lambda: get_connection().ping(), lambda: self._stopping)
+        except Unreachable:
+            return False
+        return not self._stopping
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self._stopping = True
