@@ -77,9 +77,9 @@ def retry_while_unreachable(call: Callable[[], T], stopping: Callable[[], bool])
 class WorkerProcess:
     """Runs up to ``concurrency`` jobs at once from ``rq_queue_names`` (strict priority order) until stopped.
 
-    ``supervised``: this is a child of the supervisor (it installs signal handlers and may end itself); otherwise
-    it runs inside the caller's process, as in tests. ``with_scheduler``: it also moves due delayed jobs (the
-    supervisor does that for its children).
+    ``supervisor``: the pid of the supervisor this process is a child of (it installs signal handlers, may end
+    itself, and stops when the supervisor is gone); None when it runs inside the caller's process, as in tests.
+    ``with_scheduler``: it also moves due delayed jobs (the supervisor does that for its children).
     """
 
     def __init__(
@@ -88,12 +88,15 @@ class WorkerProcess:
         *,
         concurrency: int,
         name: str,
-        supervised: bool = False,
+        supervisor: int | None = None,
         with_scheduler: bool = False,
         on_beat: Callable[[], None] = lambda: None,
     ) -> None:
         self.concurrency = concurrency
-        self.supervised = supervised
+        self.supervised = supervisor is not None
+        # Given by the supervisor, not read here: a supervisor killed before this line ran would already have left
+        # this process to another parent.
+        self._supervisor_pid = supervisor
         self._rq_queue_names = rq_queue_names
         self.registration = Registration(rq_queue_names, name)
         self._delayed = DelayedJobs(rq_queue_names) if with_scheduler else None
@@ -116,7 +119,6 @@ class WorkerProcess:
         self._shutdown_timer: threading.Timer | None = None
         self._heartbeat_at = self._suspension_checked_at = self._scheduler_at = 0.0
         self._turn = 0
-        self._supervisor_pid = os.getppid()
 
     @property
     def name(self) -> str:
@@ -161,7 +163,7 @@ class WorkerProcess:
         return taken
 
     def _look_around(self) -> None:
-        if self.supervised and os.getppid() != self._supervisor_pid and not self._stop_requested:
+        if self._orphaned() and not self._stop_requested:
             logger.warning("The supervisor is gone; stopping this worker process")
             self.request_stop()
         now = time.monotonic()
@@ -198,7 +200,11 @@ class WorkerProcess:
         return [name for level in levels for name in level[shift:] + level[:shift]]
 
     def _wait_for_redis(self, call: Callable[[], T]) -> T:
-        return retry_while_unreachable(call, lambda: self._stop_requested)
+        # An orphan gives up too: waiting out an outage, it would otherwise never look for its supervisor again.
+        return retry_while_unreachable(call, lambda: self._stop_requested or self._orphaned())
+
+    def _orphaned(self) -> bool:
+        return self.supervised and os.getppid() != self._supervisor_pid
 
     # Slots ----------------------------------------------------------------------------------------------------
 

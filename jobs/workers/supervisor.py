@@ -112,6 +112,7 @@ class Supervisor:
         # One monotonic timestamp per slot, written by its child's watcher: a frozen one means a hung child.
         self._beats = mmap.mmap(-1, 8 * options.processes)
         self._stopping = False
+        self._pid = os.getpid()
 
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -179,7 +180,7 @@ class Supervisor:
                 self.rq_queue_names,
                 concurrency=self.options.concurrency,
                 name=f"{self.base_name}.{os.getpid()}",
-                supervised=True,
+                supervisor=self._pid,
                 on_beat=lambda: self._write_beat(slot),
             )
             process.run(burst=self.options.burst, max_jobs=self.options.max_jobs)
