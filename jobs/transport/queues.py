@@ -241,18 +241,66 @@ def claim(
         key, job_id = popped
         # The popped job and as many more as wanted, timed from now rather than from before the wait.
         rows, started = claim_from_lists(_text(job_id), keys.index(_text(key)) + 1)
-    return [
-        Claim(
-            job_id=_text(row[0]),
-            queue_name=_text(row[1]),
-            job_type=_text(row[4]).split(" ", 1)[0],
-            timeout=int(float(_text(row[2]))),
-            rate_limited=bool(row[3]),
-            execution_id=execution_id,
-            started_at=started,
+    claims = []
+    for row in rows:
+        refusal = _refusal(_text(row[0]), row[5], row[6])
+        if refusal:
+            _refuse(conn, _text(row[0]), refusal, worker_name, execution_id)
+            continue
+        claims.append(
+            Claim(
+                job_id=_text(row[0]),
+                queue_name=_text(row[1]),
+                job_type=_text(row[4]).split(" ", 1)[0],
+                timeout=int(float(_text(row[2]))),
+                rate_limited=bool(row[3]),
+                execution_id=execution_id,
+                started_at=started,
+            )
         )
-        for row in rows
-    ]
+    return claims
+
+
+def _refusal(job_id: str, data: bytes, callbacks: bytes) -> str:
+    """Why an rq job on the engine's queues must not run, or "" when it is one of ours: its call is exactly
+    RUNNER(<its own id>), it has no callbacks, and its id is a JobLog id.
+
+    The engine never imports what a job hash names; it runs the JobLog row its id names. A hash written by anyone
+    else with access to Redis (another function, rq callbacks, an id that names no row) is refused before anything
+    is imported or read from the database.
+    """
+    if callbacks:
+        return "it names rq callbacks"
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        return "its id is not a job id"
+    try:
+        call = JSONSerializer.loads(zlib.decompress(data))
+    except (zlib.error, ValueError, TypeError, UnicodeDecodeError):
+        return "its call data is not what the engine writes"
+    if call == [RUNNER, None, [job_id], {}]:
+        return ""
+    function = call[0] if isinstance(call, list) and call else call
+    if function == RUNNER:
+        return "it calls the engine's runner on something other than its own id"
+    return f"it calls {str(function)[:200]!r}, not the engine's runner"
+
+
+def _refuse(conn: Redis, job_id: str, reason: str, worker_name: str, execution_id: str) -> None:
+    """Fail a refused rq job loudly: an error in the log, and the job in rq's FailedJobRegistry with the reason."""
+    logger.error("Refused rq job %s: %s. Only jobs submitted through jobs.services run.", job_id, reason)
+    try:
+        job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return
+    with conn.pipeline() as pipe:
+        Execution(execution_id, job_id, connection=conn, worker_name=worker_name).delete(job, pipe)
+        job.set_status("failed", pipeline=pipe)
+        job.ended_at = datetime.now(UTC)
+        job._handle_failure(f"Refused by the jobs engine: {reason}.", pipeline=pipe, worker_name=worker_name)
+        pipe.delete(alive_key(job_id))
+        pipe.execute()
 
 
 def finish_claims(claims: Sequence[tuple[Claim, int]], worker_key: str) -> None:

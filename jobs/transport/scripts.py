@@ -35,7 +35,8 @@ PUSH_CHUNK = 1000  # jobs per call: Lua's unpack() takes a few thousand values a
 
 # Worker.dequeue_job_and_maintain_ttl and prepare_execution, for a batch: pop in strict priority order (KEYS),
 # skipping paused queues; mark each job hash started; record the execution (its hash, the job's and the worker's
-# execution indexes, its queue's StartedJobRegistry), which is how rq's tooling finds a worker's current jobs. It also
+# execution indexes, its queue's StartedJobRegistry), which is how rq's tooling finds a worker's current jobs; and
+# return the call data and callbacks, which transport.queues checks before anything runs. It also
 # sets each job's liveness key, so a worker that dies at any point after the pop leaves a trace the reconciler
 # repairs, and hands a job that the caller's BLPOP popped from a queue paused meanwhile back to its head.
 CLAIM = """
@@ -46,7 +47,8 @@ local first_id, first_index = ARGV[9], tonumber(ARGV[10])
 local claimed = {}
 local function claim(id)
     local key = 'rq:job:' .. id
-    local fields = redis.call('HMGET', key, 'origin', 'timeout', 'rate_limit_key', 'description')
+    local fields = redis.call('HMGET', key, 'origin', 'timeout', 'rate_limit_key', 'description', 'data',
+        'success_callback_name', 'failure_callback_name', 'stopped_callback_name')
     if not fields[1] then return end  -- deleted while it waited: rq's dequeue skips these too
     redis.call('HSET', key, 'status', 'started', 'started_at', started_at, 'last_heartbeat', started_at,
         'worker_name', worker)
@@ -63,7 +65,9 @@ local function claim(id)
     redis.call('SADD', 'rq:worker:' .. worker .. ':executions', id .. ':' .. execution)
     redis.call('EXPIRE', 'rq:worker:' .. worker .. ':executions', ttl + 60)
     redis.call('SET', alive_prefix .. id, '1', 'PX', alive_ms)
-    claimed[#claimed + 1] = {id, fields[1], tostring(timeout), fields[3] or '', fields[4] or ''}
+    local callbacks = (fields[6] or '') .. (fields[7] or '') .. (fields[8] or '')
+    claimed[#claimed + 1] = {id, fields[1], tostring(timeout), fields[3] or '', fields[4] or '', fields[5] or '',
+        callbacks}
 end
 if first_id ~= '' then
     if redis.call('SISMEMBER', paused_key, ARGV[10 + first_index]) == 1 then
