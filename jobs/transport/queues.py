@@ -21,6 +21,7 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job
+from rq.job import JobStatus as RQJobStatus
 from rq.rate_limit import RateLimit
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
@@ -276,7 +277,7 @@ def _refusal(job_id: str, data: bytes, callbacks: bytes) -> str:
     except ValueError:
         return "its id is not a job id"
     try:
-        call = JSONSerializer.loads(zlib.decompress(data))
+        call = json.loads(zlib.decompress(data))  # what rq's JSONSerializer.loads does
     except (zlib.error, ValueError, TypeError, UnicodeDecodeError):
         return "its call data is not what the engine writes"
     if call == [RUNNER, None, [job_id], {}]:
@@ -296,7 +297,7 @@ def _refuse(conn: Redis, job_id: str, reason: str, worker_name: str, execution_i
         return
     with conn.pipeline() as pipe:
         Execution(execution_id, job_id, connection=conn, worker_name=worker_name).delete(job, pipe)
-        job.set_status("failed", pipeline=pipe)
+        job.set_status(RQJobStatus.FAILED, pipeline=pipe)
         job.ended_at = datetime.now(UTC)
         job._handle_failure(f"Refused by the jobs engine: {reason}.", pipeline=pipe, worker_name=worker_name)
         pipe.delete(alive_key(job_id))
