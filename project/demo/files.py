@@ -109,8 +109,9 @@ def _release(job: DeletedJob) -> Path | None:
 def _roots() -> list[Path]:
     """The directories the demo writes to, and so may delete from."""
     roots = [Path(settings.MEDIA_ROOT)]
-    if getattr(settings, "EMAIL_FILE_PATH", None):
-        roots.append(Path(settings.EMAIL_FILE_PATH))
+    mail_folder = getattr(settings, "EMAIL_FILE_PATH", None)
+    if mail_folder:
+        roots.append(Path(mail_folder))
     return [root.resolve() for root in roots]
 
 

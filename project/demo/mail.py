@@ -28,11 +28,12 @@ class JobFileEmailBackend(filebased.EmailBackend):
         # Only a job id goes into a file name: nothing a payload chose can reach the path.
         self.job_id = job_id if job_id and JOB_ID.match(job_id) else None
 
+    # Django's own hook for the file name (private, unchanged since Django 1.x; the stubs leave it out).
     def _get_filename(self) -> str:
-        if self._fname is None and self.job_id:
+        if self._fname is None and self.job_id:  # type: ignore[has-type]
             timestamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             self._fname = os.path.join(self.file_path, f"{self.job_id}-{timestamp}-{abs(id(self))}.log")
-        return str(super()._get_filename())
+        return str(super()._get_filename())  # type: ignore[misc]
 
 
 def job_connection(job_id: str) -> Any:

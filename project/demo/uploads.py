@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import uuid
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
@@ -34,7 +35,7 @@ CSV_CONTENT_TYPES = frozenset(
 )
 
 
-def check_contact_csv(upload: UploadedFile | None) -> str | None:
+def check_contact_csv(upload: UploadedFile[Any] | None) -> str | None:
     """Why ``upload`` cannot be a contact CSV, or None if it can; reads only its first few kilobytes."""
     if upload is None:
         return "Choose a CSV file."
@@ -65,7 +66,7 @@ def check_contact_csv(upload: UploadedFile | None) -> str | None:
     return None
 
 
-def store_contact_csv(upload: UploadedFile | None, input_name: str, owner_id: int) -> str:
+def store_contact_csv(upload: UploadedFile[Any] | None, input_name: str, owner_id: int | None) -> str:
     """Check the upload, then save it as ``uploads/<uuid>.csv`` owned by ``owner_id``; InvalidPayload if unusable."""
     problem = check_contact_csv(upload)
     if problem or upload is None:
