@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from jobs import PermanentError
 from .models import Contact
 
 BATCH_SIZE = 100
+SAMPLE_CHARS = 8192  # enough of a file to find its delimiter and header
+NOT_UTF8 = "The file is not UTF-8 text; save the spreadsheet as CSV UTF-8."
 PHONE_PATTERN = re.compile(r"^\+?\d{10,15}$")
 PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
 HEADER_ALIASES = {
@@ -89,6 +92,35 @@ def parse_row(number: int, record: dict[str, str]) -> ContactRow:
     return ContactRow(number, name, email, phone)
 
 
+class UnusableFile(ValueError):
+    """The file cannot be imported at all; its message says why."""
+
+
+def read_header(sample: str) -> tuple[Any, dict[str, int]]:
+    """The CSV dialect of a file's start and where its name, email and phone columns are; UnusableFile if it has
+    no header with an email or phone column."""
+    try:
+        dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    try:
+        header = next(csv.reader(io.StringIO(sample, newline=""), dialect), None)
+    except csv.Error as exc:
+        raise UnusableFile(f"The file is not valid CSV: {exc}") from None
+    if not header:
+        raise UnusableFile("The file is empty.")
+    columns: dict[str, int] = {}
+    for index, title in enumerate(header):
+        key = title.strip().lower()
+        for column, aliases in HEADER_ALIASES.items():
+            if key in aliases and column not in columns:
+                columns[column] = index
+    if "email" not in columns and "phone" not in columns:
+        found = ", ".join(repr(t.strip()) for t in header[:10])
+        raise UnusableFile(f"The header row needs an email or a phone column; it has {found}.")
+    return dialect, columns
+
+
 @dataclass
 class CsvFile:
     """An opened contact CSV: its column mapping and its data rows as ``(line number, {name, email, phone})``."""
@@ -104,26 +136,11 @@ class CsvFile:
             raise PermanentError(f"The uploaded file {path.name} is gone.")
         try:
             with path.open(encoding="utf-8-sig", newline="") as handle:
-                sample = handle.read(8192)
-                handle.seek(0)
-                try:
-                    dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
-                except csv.Error:
-                    dialect = csv.excel
-                header = next(csv.reader(handle, dialect), None)
+                dialect, columns = read_header(handle.read(SAMPLE_CHARS))
         except UnicodeDecodeError:
-            raise PermanentError("The file is not UTF-8 text; save the spreadsheet as CSV UTF-8.") from None
-        if not header:
-            raise PermanentError("The file is empty.")
-        columns: dict[str, int] = {}
-        for index, title in enumerate(header):
-            key = title.strip().lower()
-            for column, aliases in HEADER_ALIASES.items():
-                if key in aliases and column not in columns:
-                    columns[column] = index
-        if "email" not in columns and "phone" not in columns:
-            found = ", ".join(repr(t.strip()) for t in header[:10])
-            raise PermanentError(f"The header row needs an email or a phone column; it has {found}.")
+            raise PermanentError(NOT_UTF8) from None
+        except UnusableFile as exc:
+            raise PermanentError(str(exc)) from None
         return cls(path, columns, dialect)
 
     def records(self) -> Iterator[tuple[int, dict[str, str]]]:
@@ -139,7 +156,7 @@ class CsvFile:
                     }
                     yield reader.line_num, values
         except UnicodeDecodeError:
-            raise PermanentError("The file is not UTF-8 text; save the spreadsheet as CSV UTF-8.") from None
+            raise PermanentError(NOT_UTF8) from None
         except csv.Error as exc:
             raise PermanentError(f"The file is not valid CSV: {exc}") from None
 

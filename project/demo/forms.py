@@ -7,7 +7,6 @@ validates it, and the serializer's field errors are shown next to the inputs the
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +15,8 @@ from django.http import HttpRequest
 
 from jobs.exceptions import InvalidPayload
 
-from . import sitegen
-from .job_types import uploads_dir
+from . import job_types, sitegen, uploads
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 LIST_SEPARATORS = re.compile(r"[\s,;]+")
 
 PayloadBuilder = Callable[[HttpRequest, dict[str, Any]], dict[str, Any]]
@@ -45,6 +42,15 @@ class DemoForm:
     multipart: bool = False
     # Payload field -> form input, where the names differ (e.g. the stored file's path -> the upload input).
     error_inputs: dict[str, str] = field(default_factory=dict)
+
+    def stored_files(self, payload: dict[str, Any]) -> list[str]:
+        """The paths of the files this form's uploads were stored as, in the payload built from them."""
+        file_inputs = {f.name for f in self.fields if f.input_type == "file"}
+        return [
+            payload[name]
+            for name, input_name in self.error_inputs.items()
+            if input_name in file_inputs and isinstance(payload.get(name), str)
+        ]
 
     def values(self, request: HttpRequest) -> dict[str, Any]:
         """What the user entered, per input (files aside), to build the payload and to show the form again."""
@@ -73,7 +79,7 @@ def _deploy(request: HttpRequest, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _contact_import(request: HttpRequest, values: dict[str, Any]) -> dict[str, Any]:
-    return {**values, "file": store_upload(request, "upload")}
+    return {**values, "file": uploads.store_contact_csv(request.FILES.get("upload"), "upload", request.user.pk)}
 
 
 def _bulk_message(request: HttpRequest, values: dict[str, Any]) -> dict[str, Any]:
@@ -86,23 +92,15 @@ def _bulk_message(request: HttpRequest, values: dict[str, Any]) -> dict[str, Any
 
 
 def _email_notification(request: HttpRequest, values: dict[str, Any]) -> dict[str, Any]:
-    return {**values, "recipients": split_list(values["recipients"])}
-
-
-def store_upload(request: HttpRequest, name: str) -> str:
-    """Save the uploaded CSV under MEDIA_ROOT/uploads/ and answer its path there; InvalidPayload if unusable."""
-    upload = request.FILES.get(name)
-    if upload is None:
-        raise InvalidPayload({name: ["Choose a CSV file."]})
-    if upload.size is not None and upload.size > MAX_UPLOAD_BYTES:
-        raise InvalidPayload({name: [f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB."]})
-    stored = f"{uuid.uuid4()}.csv"
-    target = uploads_dir() / stored
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as handle:
-        for chunk in upload.chunks():
-            handle.write(chunk)
-    return f"uploads/{stored}"
+    payload = {**values, "recipients": split_list(values["recipients"])}
+    # Who may be written to depends on the user, which the payload's validation does not know: checked here (and
+    # again by the job) once the addresses themselves are valid; invalid ones get the serializer's errors.
+    valid = job_types.EmailNotificationPayload(data=payload)
+    if valid.is_valid():
+        refused = job_types.refused_recipients(request.user.pk, valid.validated_data["recipients"])
+        if refused:
+            raise InvalidPayload({"recipients": [job_types.refusal_message(refused)]})
+    return payload
 
 
 FORMS = (
@@ -159,8 +157,9 @@ FORMS = (
     DemoForm(
         "bulk-message",
         "Bulk message",
-        "Sends a message with {{name}}-style variables to your contacts at a steady 12 per second: email contacts "
-        "through the mail backend, the others into the outbox. Each message that fails is listed.",
+        "Sends a message with {{name}}-style variables to up to 2,000 of your contacts at a steady 12 per second "
+        "(10 to 100 if you choose): email contacts through the mail backend, the others into the outbox. Each "
+        "message that fails is listed.",
         (
             Field("subject", "Subject", initial="News for {{first_name}}"),
             Field(
@@ -178,7 +177,7 @@ FORMS = (
                 "Messages per second",
                 "number",
                 "",
-                {"min": "0.1", "max": "100", "step": "0.1", "placeholder": "12"},
+                {"min": f"{job_types.MIN_MESSAGES_PER_SECOND:g}", "max": "100", "step": "0.1", "placeholder": "12"},
             ),
         ),
     ),
@@ -194,7 +193,7 @@ FORMS = (
                 "textarea",
                 "ada@example.com, grace@example.com, linus@example.com",
                 attrs={"rows": "3"},
-                help="Separated by commas, spaces or new lines.",
+                help="Your contacts' addresses or your own (staff: any), separated by commas, spaces or new lines.",
             ),
             Field("subject", "Subject", initial="Your launch is confirmed"),
             Field("body", "Message", "textarea", "Your rocket leaves on Friday at 9:00.", attrs={"rows": "3"}),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from django.conf import settings
-from django.core.mail import get_connection
+from django.contrib.auth import get_user_model
 from django.db import OperationalError
 from django.urls import reverse
 from rest_framework import serializers
@@ -29,7 +29,8 @@ from rest_framework import serializers
 from jobs import PermanentError, job_type
 from jobs.types import Priority
 
-from . import contacts, llm, sitegen
+from . import contacts, files, llm, sitegen
+from .mail import job_connection
 from .models import Contact
 from .senders import DeliveryError, MessageSender, OutgoingMessage, deliver, get_sender
 
@@ -86,7 +87,9 @@ def report(ctx: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
             )
     # A reader never sees half a report: the file appears complete or not at all.
     os.replace(partial, path)
-    return {"path": str(path.relative_to(settings.MEDIA_ROOT)), "rows": total, "bytes": path.stat().st_size}
+    relative = str(path.relative_to(settings.MEDIA_ROOT))
+    files.record(relative, owner_id=ctx.owner_id, job_id=ctx.job_id)  # csv-stats may read it for its owner only
+    return {"path": relative, "rows": total, "bytes": path.stat().st_size}
 
 
 def _number_row(n: int) -> list[Any]:
@@ -131,6 +134,7 @@ class CountingLines:
 @job_type("csv-stats", payload=CsvStatsPayload, timeout=300, give_up_on=(FileNotFoundError, csv.Error))
 def csv_stats(ctx: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
     """Read a CSV file and summarise each column; malformed rows become per-item failures."""
+    files.check_readable(payload["file"], ctx.owner_id, "csv-stats")
     path = Path(settings.MEDIA_ROOT) / payload["file"]
     size = path.stat().st_size or 1
     columns: dict[str, list[float]] = {}
@@ -398,6 +402,7 @@ def contact_import(ctx: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
     """Import contacts from an uploaded CSV file in batches of 100; rows that fail are reported one by one."""
     if ctx.owner_id is None:
         raise PermanentError("contact-import needs a user to own the contacts.")
+    files.check_readable(payload["file"], ctx.owner_id, "contact-import")
     ctx.progress(1, "Reading the file", stage="read")
     source = contacts.CsvFile.open(uploads_dir().parent / payload["file"])
     total = source.count()
@@ -443,6 +448,10 @@ def _import_batch(
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
 VARIABLES = ("name", "first_name", "email", "phone")
 SMS_MAX_CHARS = 480  # three SMS parts
+# bulk-message runs one job at a time (concurrency 1): its largest job at its slowest pace holds that one slot for
+# at most MAX_RECIPIENTS / MIN_MESSAGES_PER_SECOND = 200 seconds.
+MAX_RECIPIENTS = 2000
+MIN_MESSAGES_PER_SECOND = 10.0
 
 
 def render_message(template: str, contact: Contact) -> str:
@@ -467,11 +476,14 @@ class BulkMessagePayload(serializers.Serializer[Any]):
     template = serializers.CharField(max_length=2000, help_text="Variables: {{name}}, {{first_name}}, {{email}}, …")
     subject = serializers.CharField(max_length=200, default="A message from the jobs demo")
     contact_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), max_length=10_000, required=False, default=list
+        child=serializers.IntegerField(min_value=1), max_length=MAX_RECIPIENTS, required=False, default=list
     )
-    all_contacts = serializers.BooleanField(default=False)
+    all_contacts = serializers.BooleanField(default=False, help_text=f"At most {MAX_RECIPIENTS} contacts.")
     messages_per_second = serializers.FloatField(
-        min_value=0.1, max_value=100, required=False, help_text="Default: DEMO_MESSAGES_PER_SECOND (12)."
+        min_value=MIN_MESSAGES_PER_SECOND,
+        max_value=100,
+        required=False,
+        help_text="Default: DEMO_MESSAGES_PER_SECOND (12).",
     )
 
     def validate_template(self, value: str) -> str:
@@ -518,12 +530,16 @@ def bulk_message(ctx: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
         found = set(chosen.values_list("pk", flat=True))
         for missing in (pk for pk in wanted if pk not in found):
             ctx.item_failed(f"contact {missing}", "no such contact")
+    elif (count := chosen.count()) > MAX_RECIPIENTS:
+        raise PermanentError(
+            f"You have {count} contacts; one bulk-message job sends to at most {MAX_RECIPIENTS}: choose some."
+        )
     recipients = list(chosen)
     total = len(recipients)
     counts = {"sent": 0, "alreadySent": 0, "failed": 0}
     started = time.monotonic()
     ctx.progress(0, f"Sending {total} messages at {rate:g}/s", stage="send", current=0, total=total)
-    with get_sender() as sender:
+    with get_sender(ctx.job_id) as sender:
         for number, contact in enumerate(recipients, start=1):
             if ctx.is_canceled():
                 return {**counts, "total": total, "canceled": True}
@@ -574,6 +590,28 @@ def _send_one(ctx: Any, sender: MessageSender, payload: dict[str, Any], contact:
 # --- email-notification --------------------------------------------------------------------------------------------
 
 
+def refused_recipients(owner_id: int | None, recipients: list[str]) -> list[str]:
+    """The addresses an email-notification of this owner may not write to.
+
+    A visitor writes only to their own contacts and to themselves, so the demo cannot be used to mail strangers;
+    staff, and jobs no user submitted (code, schedules), may write to anyone.
+    """
+    if owner_id is None or files.is_staff(owner_id):
+        return []
+    wanted = [address.lower() for address in recipients]
+    known = set(Contact.objects.filter(owner_id=owner_id, email__in=wanted).values_list("email", flat=True))
+    own = get_user_model().objects.filter(pk=owner_id).values_list("email", flat=True).first()
+    if own:
+        known.add(own.lower())
+    return [address for address in recipients if address.lower() not in known]
+
+
+def refusal_message(refused: list[str]) -> str:
+    shown = ", ".join(refused[:3]) + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
+    verb = "is" if len(refused) == 1 else "are"
+    return f"{shown} {verb} not among your contacts: you may notify only your contacts and yourself."
+
+
 class EmailNotificationPayload(serializers.Serializer[Any]):
     recipients = serializers.ListField(
         child=serializers.EmailField(),
@@ -602,6 +640,8 @@ class EmailNotificationPayload(serializers.Serializer[Any]):
 def email_notification(ctx: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
     """Email a notification to each recipient through EMAIL_BACKEND, one connection per batch."""
     recipients = payload["recipients"]
+    if refused := refused_recipients(ctx.owner_id, recipients):
+        raise PermanentError(refusal_message(refused))
     size = payload["batch_size"]
     batches = [recipients[i : i + size] for i in range(0, len(recipients), size)]
     counts = {"sent": 0, "alreadySent": 0, "failed": 0}
@@ -610,7 +650,7 @@ def email_notification(ctx: Any, payload: dict[str, Any]) -> dict[str, Any] | No
         if ctx.is_canceled():
             return {**counts, "recipients": len(recipients), "canceled": True}
         # One connection per batch: an SMTP server sees one login per batch, not per message.
-        with get_connection() as connection:
+        with job_connection(ctx.job_id) as connection:
             for address in batch:
                 message = OutgoingMessage(
                     job_id=ctx.job_id,

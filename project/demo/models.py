@@ -61,3 +61,23 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.recipient}"
+
+
+class DemoFile(models.Model):
+    """A file a demo job reads or wrote under MEDIA_ROOT (an upload, a report): who may read it, whose job it is.
+
+    Jobs take file paths in their payloads; this row is what stops one user's job from reading another user's file,
+    and what deletes the file with the job that owns it (files.py).
+    """
+
+    path = models.CharField(max_length=200, unique=True)  # relative to MEDIA_ROOT, e.g. uploads/<uuid>.csv
+    # NULL: a file of a job no user submitted (code, a schedule); only staff and such jobs may read it.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="demo_files"
+    )
+    # The job the file was uploaded for or written by; deleting that job's row deletes the file.
+    job_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.path

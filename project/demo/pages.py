@@ -24,7 +24,7 @@ from jobs.exceptions import InvalidPayload, JobsError
 from jobs.models import JobStatus
 from jobs.registry import all_types
 
-from . import contacts, forms
+from . import contacts, forms, uploads
 from .job_types import ai_is_local, deploy_priority
 from .models import Contact, OutboxMessage
 from .views import my_jobs
@@ -108,12 +108,17 @@ def start_job(request: HttpRequest, type_name: str) -> HttpResponse:
         payload = forms.build_payload(form, request, values)
         priority = deploy_priority(payload) if type_name == "deploy" else "normal"
         job = submit(type_name, payload, user=request.user, priority=priority)
-    except InvalidPayload as exc:
-        errors = forms.field_errors(form, exc.errors, payload)
-        return render_home(request, failed_type=type_name, values=values, errors=errors, status=400)
     except JobsError as exc:
-        errors = {"non_field_errors": [str(exc)]}
+        # No job: the files stored from this form's uploads go at once.
+        for stored in form.stored_files(payload):
+            uploads.discard(stored)
+        if isinstance(exc, InvalidPayload):
+            errors = forms.field_errors(form, exc.errors, payload)
+        else:
+            errors = {"non_field_errors": [str(exc)]}
         return render_home(request, failed_type=type_name, values=values, errors=errors, status=400)
+    for stored in form.stored_files(payload):
+        uploads.claim(stored, str(job.id))
     return redirect("job-detail", job_id=job.id)
 
 

@@ -18,10 +18,11 @@ from types import TracebackType
 from typing import Any, Literal
 
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import EmailMessage
 from django.db import transaction
 from django.utils.module_loading import import_string
 
+from .mail import job_connection
 from .models import OutboxMessage
 
 
@@ -40,7 +41,9 @@ class OutgoingMessage:
 
 
 class MessageSender:
-    """Delivers the messages of one job. Use as a context manager: ``with get_sender() as sender: ...``."""
+    """Delivers the messages of one job. Use as a context manager: ``with get_sender(job_id) as sender: ...``."""
+
+    job_id: str = ""  # the job whose messages it delivers; set by get_sender()
 
     def open(self) -> None:
         """Acquire what sending needs (a connection); called once before the first message."""
@@ -106,7 +109,7 @@ class OutboxSender(MessageSender):
 
     def open(self) -> None:
         # One connection for the whole job: an SMTP backend logs in once, not once per message.
-        self.connection = get_connection()
+        self.connection = job_connection(self.job_id)
         self.connection.open()
 
     def send(self, message: OutgoingMessage) -> bool:
@@ -118,10 +121,11 @@ class OutboxSender(MessageSender):
             self.connection = None
 
 
-def get_sender() -> MessageSender:
-    """A new instance of the class DEMO_MESSAGE_SENDER names."""
+def get_sender(job_id: str) -> MessageSender:
+    """A new instance of the class DEMO_MESSAGE_SENDER names, for the messages of job ``job_id``."""
     sender_class = import_string(getattr(settings, "DEMO_MESSAGE_SENDER", "project.demo.senders.OutboxSender"))
     sender = sender_class()
     if not isinstance(sender, MessageSender):
         raise TypeError(f"DEMO_MESSAGE_SENDER must name a MessageSender subclass, not {sender_class!r}.")
+    sender.job_id = job_id
     return sender

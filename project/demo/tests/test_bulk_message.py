@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from rest_framework.test import APIClient
 
 from jobs import submit
 from jobs.exceptions import InvalidPayload
@@ -151,3 +152,48 @@ def test_bulk_message__bad_input_names_the_field(user, payload, field, message):
     with pytest.raises(InvalidPayload) as caught:
         submit("bulk-message", payload, user=user)
     assert message in str(caught.value.errors[field])
+
+
+# --- one slot, so a bounded job: at most 2,000 contacts at 10 messages per second or faster ------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"messages_per_second": 0.5}, "messages_per_second", "greater than or equal to 10"),
+        ({"messages_per_second": 9.9}, "messages_per_second", "greater than or equal to 10"),
+        ({"all_contacts": False, "contact_ids": list(range(1, 2002))}, "contact_ids", "no more than 2000"),
+    ],
+)
+def test_bulk_message__a_job_that_would_hold_the_slot_too_long_is_refused(user, client_for, change, field, message):
+    payload = {"template": "Hi", "all_contacts": True, **change}
+    with pytest.raises(InvalidPayload) as caught:
+        submit("bulk-message", payload, user=user)
+    assert message in str(caught.value.errors[field])
+
+    api = APIClient()
+    api.force_authenticate(user)
+    answer = api.post("/api/jobs/", {"type": "bulk-message", "payload": payload}, format="json")
+    assert answer.status_code == 400 and message in str(answer.json()["payload"][field])
+    assert not JobLog.objects.exists()
+
+
+def test_bulk_message__the_form_refuses_a_pace_below_the_floor(user, people, client_for):
+    form = {"subject": "Hi", "template": "Hello", "all_contacts": "on", "messages_per_second": "1"}
+    response = client_for(user).post("/jobs/start/bulk-message/", form)
+
+    assert response.status_code == 400
+    assert "Ensure this value is greater than or equal to 10.0." in response.content.decode()
+    assert 'min="10"' in client_for(user).get("/").content.decode()
+    assert not JobLog.objects.exists()
+
+
+def test_bulk_message__more_contacts_than_one_job_sends_fails_at_once(
+    user, mailoutbox, run_until_done, django_capture_on_commit_callbacks
+):
+    Contact.objects.bulk_create(Contact(owner=user, email=f"c{n}@example.com") for n in range(2001))
+    job = send(user, run_until_done, django_capture_on_commit_callbacks, all_contacts=True)
+
+    assert job.status == "failed" and job.attempts == 1 and job.error_type == "PermanentError"
+    assert job.error_message == "You have 2001 contacts; one bulk-message job sends to at most 2000: choose some."
+    assert mailoutbox == [] and not OutboxMessage.objects.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -13,7 +14,7 @@ from jobs import submit
 from jobs.exceptions import InvalidPayload
 from jobs.models import JobLog
 from project.demo.contacts import ContactImporter, InvalidRow, normalize_phone, sample_rows
-from project.demo.models import Contact
+from project.demo.models import Contact, DemoFile
 from tests.factories import make_user
 
 from .support import RecordingContext
@@ -21,7 +22,8 @@ from .support import RecordingContext
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def upload(rows: list[list[str]] | str, encoding: str = "utf-8") -> str:
+def upload(rows: list[list[str]] | str, encoding: str = "utf-8", *, owner: Any = None) -> str:
+    """A stored upload, as the contact-import form stores it: the file, and the record of whose it is."""
     name = f"uploads/{uuid.uuid4()}.csv"
     path = Path(settings.MEDIA_ROOT) / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,12 +32,13 @@ def upload(rows: list[list[str]] | str, encoding: str = "utf-8") -> str:
     else:
         with path.open("w", newline="", encoding=encoding) as handle:
             csv.writer(handle).writerows(rows)
+    DemoFile.objects.create(path=name, owner=owner)
     return name
 
 
 def run_import(user, run_until_done, capture, rows, **options) -> JobLog:
     with capture(execute=True):
-        job = submit("contact-import", {"file": upload(rows), **options}, user=user)
+        job = submit("contact-import", {"file": upload(rows, owner=user), **options}, user=user)
     return run_until_done(job)
 
 
@@ -119,7 +122,7 @@ def test_contact_import__inserts_in_batches_of_100_with_progress_per_batch(user)
 
     ctx = RecordingContext(owner_id=user.pk)
     rows = sample_rows(250)
-    result = contact_import(ctx, {"file": upload(rows), "update_existing": False, "skip_duplicates": True})
+    result = contact_import(ctx, {"file": upload(rows, owner=user), "update_existing": False, "skip_duplicates": True})
 
     assert result["imported"] == 250 and Contact.objects.count() == 250
     batches = [message for _percent, message, stage in ctx.calls if stage == "import"][1:]
@@ -155,7 +158,7 @@ def test_contact_import__an_unusable_file_fails_at_once(
     user, run_until_done, django_capture_on_commit_callbacks, content, encoding, message
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        job = submit("contact-import", {"file": upload(content, encoding)}, user=user)
+        job = submit("contact-import", {"file": upload(content, encoding, owner=user)}, user=user)
     job = run_until_done(job)
 
     assert job.status == "failed" and job.attempts == 1
@@ -165,7 +168,7 @@ def test_contact_import__an_unusable_file_fails_at_once(
 def test_contact_import__semicolons_and_a_bom_are_understood(user, run_until_done, django_capture_on_commit_callbacks):
     content = "\ufeffname;email;phone\nAda;ada@example.com;+33 1 23 45 67 89\n"
     with django_capture_on_commit_callbacks(execute=True):
-        job = submit("contact-import", {"file": upload(content)}, user=user)
+        job = submit("contact-import", {"file": upload(content, owner=user)}, user=user)
     job = run_until_done(job)
 
     assert job.result["imported"] == 1
