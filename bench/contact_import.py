@@ -52,7 +52,7 @@ def main() -> int:
         from jobs.models import JobLog
         from jobs.workers.supervisor import WorkerOptions, run_in_process
         from project.demo.contacts import sample_rows
-        from project.demo.models import Contact
+        from project.demo.models import Contact, DemoFile
 
         report.facts_line(harness.machine_facts(redis=redis, postgres_url=database if "postgres" in database else None))
         queue = registry.get("contact-import").queue
@@ -64,6 +64,7 @@ def main() -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="") as handle:
                 csv.writer(handle).writerows(sample_rows(args.rows, invalid_every=50, duplicate_every=100))
+            DemoFile.objects.create(path=name, owner=user)  # as the demo's upload form records it
 
             started = time.perf_counter()
             job = submit("contact-import", {"file": name}, user=user)
