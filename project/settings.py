@@ -149,7 +149,7 @@ LOGGING = {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# The demo's job types (project/demo/job_types.py). Settings of the demo, not of the jobs app.
+# The demo's job types (project/demo/job_types/). Settings of the demo, not of the jobs app.
 # ---------------------------------------------------------------------------------------------------------------
 DEMO_PORT = int(os.environ.get("DEMO_PORT", "8000"))  # the port project.run_demo serves on
 
