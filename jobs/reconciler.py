@@ -143,20 +143,29 @@ def _release_overdue(cutoff: datetime, report: ReconcileReport) -> None:
 
 
 def _recover_running(cutoff: datetime, confirm_after: float, report: ReconcileReport) -> None:
-    running = [
-        str(pk)
-        for pk in JobLog.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff).values_list("pk", flat=True)[
-            :BATCH
-        ]
-    ]
-    if not running:
-        return
-    suspects = set(running) - transport.which_alive(running)
+    """Every running row, a keyset page on the primary key at a time (bounded memory, no row skipped however many
+    run); the rows whose liveness key is missing are confirmed lost after one more beat period, all at once."""
+    running = JobLog.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff).order_by("pk")
+    suspects: list[str] = []
+    last_pk = None
+    for _ in range(MAX_PAGES):
+        pks = list((running.filter(pk__gt=last_pk) if last_pk else running).values_list("pk", flat=True)[:BATCH])
+        if not pks:
+            break
+        last_pk = pks[-1]
+        page = [str(pk) for pk in pks]
+        suspects += sorted(set(page) - transport.which_alive(page))
+        if len(pks) < BATCH:
+            break
     if not suspects:
         return
     # A live attempt refreshes its key every HEARTBEAT_INTERVAL; after a Redis restart the key is briefly
     # missing for jobs that are fine. Only a key still missing after a full beat period means a lost attempt.
     time.sleep(confirm_after)
-    for job_id in sorted(suspects - transport.which_alive(sorted(suspects))):
+    still_missing: set[str] = set()
+    for start in range(0, len(suspects), BATCH):
+        chunk = suspects[start : start + BATCH]
+        still_missing |= set(chunk) - transport.which_alive(chunk)
+    for job_id in sorted(still_missing):
         lifecycle.lost(job_id, "The worker running this job stopped responding (lost or killed).")
         report.recovered_running.append(job_id)
