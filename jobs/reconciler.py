@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from . import lifecycle
 from .conf import jobs_settings
-from .models import JobLog, JobStatus
+from .models import JobLog, JobStatus, PausedQueue
 from .transport import queues as transport
 from .transport.connections import get_connection
 
@@ -27,6 +27,8 @@ class ReconcileReport:
     repushed_missing: list[str] = field(default_factory=list)
     released_overdue: list[str] = field(default_factory=list)
     recovered_running: list[str] = field(default_factory=list)
+    # Queue pauses copied from SQL to Redis (paused again after a wipe, or resumed): not job repairs, not in total.
+    pauses_restored: list[str] = field(default_factory=list)
     skipped: bool = False  # another reconciler holds the lock
 
     @property
@@ -48,7 +50,8 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
       off its list and died with before rq recorded anything, are pushed again;
     - scheduled rows overdue by more than ``grace`` are queued now (rq's scheduler lock was held by a worker
       that died, and no other worker may take it over until the lock expires);
-    - running rows whose attempt stopped beating (worker killed) are retried or failed.
+    - running rows whose attempt stopped beating (worker killed) are retried or failed;
+    - Redis's paused queues are made SQL's again (a wipe or a restart without data forgot them).
     """
     settings = jobs_settings()
     grace = settings.RECONCILE_GRACE if grace is None else grace
@@ -60,6 +63,7 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
         report.skipped = True
         return report
     try:
+        _restore_pauses(report)
         cutoff = timezone.now() - timedelta(seconds=grace)
         _push_pending(cutoff, report)
         _repush_missing(cutoff, report)
@@ -79,7 +83,16 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
             len(report.released_overdue),
             len(report.recovered_running),
         )
+    if report.pauses_restored:
+        logger.warning("Reconciled queue pauses with SQL: %s", ", ".join(report.pauses_restored))
     return report
+
+
+def _restore_pauses(report: ReconcileReport) -> None:
+    # First, before any job is pushed again: after a wipe, a paused queue's jobs must not be taken meanwhile.
+    paused, resumed = transport.set_paused_queues(PausedQueue.objects.values_list("name", flat=True))
+    report.pauses_restored += [f"{name} paused" for name in sorted(paused)]
+    report.pauses_restored += [f"{name} resumed" for name in sorted(resumed)]
 
 
 def _push_pending(cutoff: datetime, report: ReconcileReport) -> None:

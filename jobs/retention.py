@@ -51,10 +51,7 @@ def cutoffs(now: datetime) -> list[tuple[str, datetime]]:
 def select_expired(type_name: str, cutoff: datetime, batch_size: int) -> list[UUID]:
     """The oldest ``batch_size`` ids of ``type_name`` past retention: candidates, checked again by the delete."""
     return list(
-        _expired(cutoff)
-        .filter(job_type=type_name)
-        .order_by("finished_at")
-        .values_list("pk", flat=True)[:batch_size]
+        _expired(cutoff).filter(job_type=type_name).order_by("finished_at").values_list("pk", flat=True)[:batch_size]
     )
 
 

@@ -364,6 +364,21 @@ def paused_queues() -> set[str]:
     return {_text(member) for member in get_connection().smembers(_paused_key())}
 
 
+def set_paused_queues(queues: Iterable[str]) -> tuple[set[str], set[str]]:
+    """Make Redis's set of paused queues exactly ``queues`` (SQL's); returns (paused, resumed) by the change."""
+    wanted = set(queues)
+    conn = get_connection()
+    present = {_text(member) for member in conn.smembers(_paused_key())}
+    added, removed = wanted - present, present - wanted
+    with conn.pipeline() as pipe:
+        if added:
+            pipe.sadd(_paused_key(), *added)
+        if removed:
+            pipe.srem(_paused_key(), *removed)
+        pipe.execute()
+    return added, removed
+
+
 def queue_lengths(queue: str) -> dict[str, int]:
     """Jobs waiting in Redis per priority level of one job queue."""
     with get_connection().pipeline(transaction=False) as pipe:

@@ -10,10 +10,11 @@ from django.db import transaction
 
 from jobs import submit, submit_many
 from jobs.exceptions import QueueNotFound
-from jobs.models import JobLog, JobStatus
+from jobs.models import JobLog, JobStatus, PausedQueue
 from jobs.monitoring import get_health, list_queue_stats
 from jobs.services import pause_queue, requeue_failed, resume_queue
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,6 +63,16 @@ def test_pause__unknown_queue_refused(redis_url):
         pause_queue("nope")
     with pytest.raises(QueueNotFound):
         resume_queue("nope")
+    assert not PausedQueue.objects.exists()
+
+
+def test_pause__kept_in_sql_with_who_paused_and_shown_paused_while_redis_is_away(redis_url, settings):
+    operator = make_user("operator", is_staff=True)
+    pause_queue("echo", user=operator)
+    pause_queue("echo")  # twice: still one pause, still the first operator's
+    assert list(PausedQueue.objects.values_list("name", "paused_by")) == [("echo", operator.pk)]
+    settings.JOBS = {**settings.JOBS, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    assert stats_of("echo")["paused"] is True
 
 
 def test_stats__counts_workers_and_throughput(workers):

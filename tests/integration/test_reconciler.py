@@ -293,3 +293,33 @@ def test_reconcile__a_lost_job_older_than_500_running_ones_is_recovered(own_redi
     assert report.recovered_running == [str(lost.id)]
     assert fresh(lost).status in (JobStatus.QUEUED, JobStatus.SCHEDULED)
     assert JobLog.objects.filter(status=JobStatus.RUNNING).count() == 519
+
+
+def test_reconcile__a_paused_queue_stays_paused_after_redis_is_wiped(own_redis):
+    from jobs.services import pause_queue, resume_queue
+    from jobs.transport.queues import paused_queues
+
+    pause_queue("echo")
+    with transaction.atomic():
+        held = submit("echo", {"n": 1})
+    Redis.from_url(own_redis.url).flushall()
+    assert paused_queues() == set()
+
+    report = reconcile(grace=0)
+    assert report.pauses_restored == ["echo paused"] and report.repushed_missing == [str(held.id)]
+    assert paused_queues() == {"echo"}
+
+    pool = WorkerProcesses(own_redis.url)
+    try:
+        pool.start("--types", "echo", "greet")
+        with transaction.atomic():
+            other = submit("greet", {"name": "Ada"})
+        wait_for(lambda: fresh(other).status == JobStatus.SUCCEEDED, what="the unpaused queue's job")
+        time.sleep(1.5)  # more than the worker's look-again interval
+        assert fresh(held).status == JobStatus.QUEUED
+
+        resume_queue("echo")
+        wait_for(lambda: fresh(held).status == JobStatus.SUCCEEDED, what="the resumed queue's job")
+    finally:
+        pool.stop_all()
+    assert reconcile(grace=0).pauses_restored == []  # SQL and Redis agree: nothing to copy
