@@ -29,6 +29,7 @@ class ReconcileReport:
     recovered_running: list[str] = field(default_factory=list)
     # Queue pauses copied from SQL to Redis (paused again after a wipe, or resumed): not job repairs, not in total.
     pauses_restored: list[str] = field(default_factory=list)
+    dead_workers_removed: list[str] = field(default_factory=list)  # rq registrations of workers that stopped beating
     skipped: bool = False  # another reconciler holds the lock
 
     @property
@@ -51,7 +52,8 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
     - scheduled rows overdue by more than ``grace`` are queued now (rq's scheduler lock was held by a worker
       that died, and no other worker may take it over until the lock expires);
     - running rows whose attempt stopped beating (worker killed) are retried or failed;
-    - Redis's paused queues are made SQL's again (a wipe or a restart without data forgot them).
+    - Redis's paused queues are made SQL's again (a wipe or a restart without data forgot them);
+    - rq's registrations of workers whose beat lapsed (killed) are removed, so no list shows them.
     """
     settings = jobs_settings()
     grace = settings.RECONCILE_GRACE if grace is None else grace
@@ -64,6 +66,7 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
         return report
     try:
         _restore_pauses(report)
+        report.dead_workers_removed += transport.forget_dead_workers()
         cutoff = timezone.now() - timedelta(seconds=grace)
         _push_pending(cutoff, report)
         _repush_missing(cutoff, report)
@@ -83,6 +86,8 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
             len(report.released_overdue),
             len(report.recovered_running),
         )
+    if report.dead_workers_removed:
+        logger.warning("Removed dead workers from rq's registry: %s", ", ".join(report.dead_workers_removed))
     if report.pauses_restored:
         logger.warning("Reconciled queue pauses with SQL: %s", ", ".join(report.pauses_restored))
     return report

@@ -23,14 +23,20 @@ from rq.serializers import JSONSerializer
 from rq.suspension import is_suspended
 from rq.worker import SimpleWorker, WorkerStatus
 
+from ..conf import jobs_settings
 from .connections import get_connection
-from .queues import Claim, alive_key, finish_claims
+from .queues import Claim, alive_key, beat_worker, finish_claims, forget_worker_beat
 
 logger = logging.getLogger(__name__)
 
 REGISTRATION_CHECK_SECONDS = 10.0
 # rq counts Retry results against Retry.max; the engine keeps the budget in SQL, so rq's never binds.
 UNBOUNDED_RETRIES = 10**9
+
+
+def worker_beat_ttl() -> float:
+    """How long a worker process's beat lasts: three heartbeats, like a running job's liveness key."""
+    return jobs_settings().HEARTBEAT_INTERVAL * 3
 
 
 class Registration:
@@ -51,11 +57,19 @@ class Registration:
         return str(self._worker.key)
 
     def register(self) -> None:
+        # The beat first: a registration without one is a dead worker's, which the reconciler removes.
+        self.beat()
         self._worker.register_birth()  # type: ignore[no-untyped-call]
         self._worker.set_state(WorkerStatus.STARTED)
 
     def unregister(self) -> None:
         self._worker.register_death()  # type: ignore[no-untyped-call]
+        forget_worker_beat(self.name)
+
+    def beat(self) -> None:
+        """Say this process lives for a few heartbeats: health, the queue list and the reconciler go by this, not by
+        rq's registration, which outlives a killed process by minutes."""
+        beat_worker(self.name, worker_beat_ttl())
 
     def heartbeat(self) -> None:
         """Keep the registration alive; register again if Redis lost it (restarted with its data gone)."""

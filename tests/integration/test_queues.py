@@ -175,3 +175,29 @@ def test_pause__a_waiting_worker_does_not_spin_on_a_paused_queues_jobs(workers):
     # Waiting, not popping the paused queue's jobs and handing them back again and again.
     assert (after.user + after.system) - (before.user + before.system) < 0.5
     assert {fresh(job).status for job in held} == {JobStatus.QUEUED}
+
+
+def test_health__a_worker_killed_outright_is_dead_within_its_beat_and_removed_from_lists(workers, redis_conn):
+    import os
+    import signal
+
+    from rest_framework.test import APIClient
+
+    from jobs.reconciler import reconcile
+    from jobs.transport.queues import workers_by_queue
+    from jobs.transport.worker import worker_beat_ttl
+
+    client = APIClient()
+    proc = workers.start("--types", "echo")
+    wait_for(lambda: client.get("/api/health/").status_code == 200, what="a healthy report")
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9 the supervisor and its processes: nobody unregisters
+    proc.wait(10)
+    killed_at = time.monotonic()
+    assert redis_conn.scard("rq:workers") == 1  # rq still lists it
+
+    wait_for(lambda: client.get("/api/health/").status_code == 503, timeout=worker_beat_ttl() + 3, what="503")
+    assert time.monotonic() - killed_at < worker_beat_ttl() + 3
+    assert get_health()["workers"] == 0 and workers_by_queue() == {} and stats_of("echo")["workers"] == []
+
+    assert len(reconcile(grace=0).dead_workers_removed) == 1
+    assert redis_conn.scard("rq:workers") == 0  # rq's own tooling no longer lists it either
