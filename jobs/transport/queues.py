@@ -29,7 +29,7 @@ from rq.worker import BaseWorker, Worker
 from ..conf import jobs_settings
 from ..types import PRIORITIES
 from . import scripts
-from .connections import get_connection
+from .connections import blocking_connection, get_connection
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def claim(
         if not awake:
             time.sleep(block)
             return []
-        popped = conn.blpop(awake, timeout=block)
+        popped = blocking_connection(block).blpop(awake, timeout=block)
         if popped is None:
             return []
         key, job_id = popped

@@ -45,7 +45,13 @@ class Registration:
     def __init__(self, rq_queue_names: Sequence[str], name: str) -> None:
         conn = get_connection()
         queues = [Queue(q, connection=conn, serializer=JSONSerializer) for q in rq_queue_names]
+        # rq's worker raises the shared client's socket timeout to above its own dequeue wait (minutes), for every
+        # caller of this client. The engine never lets rq dequeue (its blocking claim has a client of its own):
+        # the configured timeout is put back.
+        kwargs = conn.connection_pool.connection_kwargs
+        timeout = kwargs.get("socket_timeout")
         self._worker = SimpleWorker(queues, name=name, connection=conn, serializer=JSONSerializer)
+        kwargs["socket_timeout"] = timeout
         self._checked_at = 0.0
 
     @property
