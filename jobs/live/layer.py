@@ -14,12 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from channels_redis.pubsub import RedisPubSubChannelLayer
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
-from ..transport.connections import client_options, redis_address
+from ..transport.connections import layer_host_options, redis_address
 
 # A command on a connection Redis dropped (restarted) reconnects and, for the subscriber, subscribes again to
 # every channel it had (redis-py's PubSub does on reconnect), then runs again: waits of 0.2, 0.4, 0.8, 1 and 1
@@ -56,9 +52,4 @@ def connection_options(host: Any) -> Any:
     on it, a 500 to the browser. Hosts given as options (dicts) are the project's and are kept as they are."""
     if not isinstance(host, str):
         return host
-    return {
-        "address": host,
-        **client_options(host),
-        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), RECONNECT_ATTEMPTS),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
-    }
+    return layer_host_options(host, reconnect_attempts=RECONNECT_ATTEMPTS)

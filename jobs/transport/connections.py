@@ -10,9 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from redis import ConnectionPool, Redis
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from ..conf import jobs_settings
 
@@ -35,8 +37,9 @@ def get_connection() -> Redis:
 
 def connection_for_url(url: str) -> Redis:
     """The one client for this Redis URL: rq, the engine and the live-frame publisher share its connections."""
-    options = client_options(url)
-    return _shared(f"{url}|{sorted(options.items())}", lambda: Redis.from_url(url, **options))
+    # Keyed by the URL alone (the embedded server's client is registered under its unix:// URL too); the options
+    # are read when the client is made.
+    return _shared(url, lambda: Redis.from_url(url, **client_options(url)))
 
 
 def client_options(url: str) -> dict[str, Any]:
@@ -50,6 +53,17 @@ def client_options(url: str) -> dict[str, Any]:
     if not url.startswith("unix://"):
         options["socket_keepalive"] = True
     return options
+
+
+def layer_host_options(address: str, *, reconnect_attempts: int) -> dict[str, Any]:
+    """channels-redis's options for one host: the address, the same timeouts and keepalive as every client, and a
+    retry that reconnects (for a subscriber connection redis-py then subscribes again to all it had)."""
+    return {
+        "address": address,
+        **client_options(address),
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), reconnect_attempts),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
 
 
 def blocking_connection(block_seconds: float) -> Redis:

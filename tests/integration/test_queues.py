@@ -203,10 +203,12 @@ def test_health__a_worker_killed_outright_is_dead_within_its_beat_and_removed_fr
     assert redis_conn.scard("rq:workers") == 0  # rq's own tooling no longer lists it either
 
 
-def test_claim__a_blocking_wait_longer_than_the_socket_timeout_does_not_fail(redis_url, settings):
+def test_claim__a_blocking_wait_longer_than_the_socket_timeout_does_not_fail(own_redis, settings):
+    from jobs.transport.connections import get_connection
     from jobs.transport.queues import claim, queue_names
 
-    settings.JOBS = {**settings.JOBS, "REDIS_SOCKET_TIMEOUT": 0.3}
+    settings.JOBS = {**settings.JOBS, "REDIS_SOCKET_TIMEOUT": 0.3}  # a fresh server: its client is made with it
+    assert get_connection().connection_pool.connection_kwargs["socket_timeout"] == 0.3
     started = time.monotonic()
     assert claim(queue_names(["echo"]), 1, worker_name="w", alive_seconds=1, block=1) == []
     assert time.monotonic() - started >= 0.9  # it really waited, past the socket timeout, and ended quietly
