@@ -10,11 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from redis import ConnectionPool, Redis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from ..conf import jobs_settings
 
@@ -61,7 +61,7 @@ def layer_host_options(address: str, *, reconnect_attempts: int) -> dict[str, An
     return {
         "address": address,
         **client_options(address),
-        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), reconnect_attempts),
+        "retry": AsyncRetry(ExponentialBackoff(cap=1.0, base=0.1), reconnect_attempts),  # channels-redis is asyncio
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
 
