@@ -62,6 +62,16 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             errors.append(
                 Error(f"JOBS['{key}'] must be a number of seconds, 0 or more, not {value!r}.", id="jobs.E004")
             )
+    for key in ("REDIS_SOCKET_TIMEOUT", "REDIS_CONNECT_TIMEOUT"):
+        value = raw.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+            errors.append(
+                Error(
+                    f"JOBS['{key}'] must be a number of seconds above 0 (at most 3600), not {value!r}.",
+                    hint="A few seconds: a Redis that stops answering then fails a call instead of hanging it.",
+                    id="jobs.E006",
+                )
+            )
     errors += _backoff_errors(raw.get("DEFAULT_BACKOFF", defaults.DEFAULT_BACKOFF), "JOBS['DEFAULT_BACKOFF']")
     rate = raw.get("SUBMIT_RATE", defaults.SUBMIT_RATE)
     if rate is not None and not (isinstance(rate, str) and SUBMIT_RATE_PATTERN.match(rate)):

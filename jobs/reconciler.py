@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from . import lifecycle
 from .conf import jobs_settings
-from .models import JobLog, JobStatus
+from .models import JobLog, JobStatus, PausedQueue
 from .transport import queues as transport
 from .transport.connections import get_connection
 
@@ -27,6 +27,9 @@ class ReconcileReport:
     repushed_missing: list[str] = field(default_factory=list)
     released_overdue: list[str] = field(default_factory=list)
     recovered_running: list[str] = field(default_factory=list)
+    # Queue pauses copied from SQL to Redis (paused again after a wipe, or resumed): not job repairs, not in total.
+    pauses_restored: list[str] = field(default_factory=list)
+    dead_workers_removed: list[str] = field(default_factory=list)  # rq registrations of workers that stopped beating
     skipped: bool = False  # another reconciler holds the lock
 
     @property
@@ -48,7 +51,9 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
       off its list and died with before rq recorded anything, are pushed again;
     - scheduled rows overdue by more than ``grace`` are queued now (rq's scheduler lock was held by a worker
       that died, and no other worker may take it over until the lock expires);
-    - running rows whose attempt stopped beating (worker killed) are retried or failed.
+    - running rows whose attempt stopped beating (worker killed) are retried or failed;
+    - Redis's paused queues are made SQL's again (a wipe or a restart without data forgot them);
+    - rq's registrations of workers whose beat lapsed (killed) are removed, so no list shows them.
     """
     settings = jobs_settings()
     grace = settings.RECONCILE_GRACE if grace is None else grace
@@ -60,6 +65,8 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
         report.skipped = True
         return report
     try:
+        _restore_pauses(report)
+        report.dead_workers_removed += transport.forget_dead_workers()
         cutoff = timezone.now() - timedelta(seconds=grace)
         _push_pending(cutoff, report)
         _repush_missing(cutoff, report)
@@ -79,7 +86,18 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
             len(report.released_overdue),
             len(report.recovered_running),
         )
+    if report.dead_workers_removed:
+        logger.warning("Removed dead workers from rq's registry: %s", ", ".join(report.dead_workers_removed))
+    if report.pauses_restored:
+        logger.warning("Reconciled queue pauses with SQL: %s", ", ".join(report.pauses_restored))
     return report
+
+
+def _restore_pauses(report: ReconcileReport) -> None:
+    # First, before any job is pushed again: after a wipe, a paused queue's jobs must not be taken meanwhile.
+    paused, resumed = transport.set_paused_queues(PausedQueue.objects.values_list("name", flat=True))
+    report.pauses_restored += [f"{name} paused" for name in sorted(paused)]
+    report.pauses_restored += [f"{name} resumed" for name in sorted(resumed)]
 
 
 def _push_pending(cutoff: datetime, report: ReconcileReport) -> None:
@@ -143,20 +161,29 @@ def _release_overdue(cutoff: datetime, report: ReconcileReport) -> None:
 
 
 def _recover_running(cutoff: datetime, confirm_after: float, report: ReconcileReport) -> None:
-    running = [
-        str(pk)
-        for pk in JobLog.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff).values_list("pk", flat=True)[
-            :BATCH
-        ]
-    ]
-    if not running:
-        return
-    suspects = set(running) - transport.which_alive(running)
+    """Every running row, a keyset page on the primary key at a time (bounded memory, no row skipped however many
+    run); the rows whose liveness key is missing are confirmed lost after one more beat period, all at once."""
+    running = JobLog.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff).order_by("pk")
+    suspects: list[str] = []
+    last_pk = None
+    for _ in range(MAX_PAGES):
+        pks = list((running.filter(pk__gt=last_pk) if last_pk else running).values_list("pk", flat=True)[:BATCH])
+        if not pks:
+            break
+        last_pk = pks[-1]
+        page = [str(pk) for pk in pks]
+        suspects += sorted(set(page) - transport.which_alive(page))
+        if len(pks) < BATCH:
+            break
     if not suspects:
         return
     # A live attempt refreshes its key every HEARTBEAT_INTERVAL; after a Redis restart the key is briefly
     # missing for jobs that are fine. Only a key still missing after a full beat period means a lost attempt.
     time.sleep(confirm_after)
-    for job_id in sorted(suspects - transport.which_alive(sorted(suspects))):
+    still_missing: set[str] = set()
+    for start in range(0, len(suspects), BATCH):
+        chunk = suspects[start : start + BATCH]
+        still_missing |= set(chunk) - transport.which_alive(chunk)
+    for job_id in sorted(still_missing):
         lifecycle.lost(job_id, "The worker running this job stopped responding (lost or killed).")
         report.recovered_running.append(job_id)

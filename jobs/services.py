@@ -24,7 +24,7 @@ from .exceptions import (
     PayloadTooLarge,
     QueueNotFound,
 )
-from .models import WAITING_STATUSES, JobLog, JobSchedule, JobStatus
+from .models import WAITING_STATUSES, JobLog, JobSchedule, JobStatus, PausedQueue
 from .registry import JobType
 from .transport import queues as transport
 from .types import PRIORITIES, Priority
@@ -224,13 +224,24 @@ def _known_queue(name: str) -> str:
     return name
 
 
-def pause_queue(name: str) -> None:
-    """Stop workers taking jobs from every priority level of queue ``name``; submissions still queue up."""
-    transport.pause(_known_queue(name))
+def pause_queue(name: str, *, user: Any = None) -> None:
+    """Stop workers taking jobs from every priority level of queue ``name``; submissions still queue up.
+
+    SQL first, then Redis: a pause recorded in SQL outlives a Redis wipe (the reconciler copies it back), and one
+    whose Redis write failed is completed by the reconciler too.
+    """
+    PausedQueue.objects.get_or_create(name=_known_queue(name), defaults={"paused_by": _user_or_none(user)})
+    transport.pause(name)
 
 
-def resume_queue(name: str) -> None:
-    transport.resume(_known_queue(name))
+def resume_queue(name: str, *, user: Any = None) -> None:
+    """Let workers take jobs from queue ``name`` again (SQL first, then Redis, like pause_queue)."""
+    PausedQueue.objects.filter(name=_known_queue(name)).delete()
+    transport.resume(name)
+
+
+def _user_or_none(user: Any) -> Any:
+    return user if getattr(user, "is_authenticated", False) else None
 
 
 def requeue_failed(name: str, *, user: Any = None) -> int:

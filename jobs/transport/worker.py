@@ -23,8 +23,9 @@ from rq.serializers import JSONSerializer
 from rq.suspension import is_suspended
 from rq.worker import SimpleWorker, WorkerStatus
 
+from ..conf import jobs_settings
 from .connections import get_connection
-from .queues import Claim, alive_key, finish_claims
+from .queues import Claim, alive_key, beat_worker, finish_claims, forget_worker_beat
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,24 @@ REGISTRATION_CHECK_SECONDS = 10.0
 UNBOUNDED_RETRIES = 10**9
 
 
+def worker_beat_ttl() -> float:
+    """How long a worker process's beat lasts: three heartbeats, like a running job's liveness key."""
+    return jobs_settings().HEARTBEAT_INTERVAL * 3
+
+
 class Registration:
     """One worker process as rq sees it: registered, beating, busy or idle, and settling its claims."""
 
     def __init__(self, rq_queue_names: Sequence[str], name: str) -> None:
         conn = get_connection()
         queues = [Queue(q, connection=conn, serializer=JSONSerializer) for q in rq_queue_names]
+        # rq's worker raises the shared client's socket timeout to above its own dequeue wait (minutes), for every
+        # caller of this client. The engine never lets rq dequeue (its blocking claim has a client of its own):
+        # the configured timeout is put back.
+        kwargs = conn.connection_pool.connection_kwargs
+        timeout = kwargs.get("socket_timeout")
         self._worker = SimpleWorker(queues, name=name, connection=conn, serializer=JSONSerializer)
+        kwargs["socket_timeout"] = timeout
         self._checked_at = 0.0
 
     @property
@@ -51,11 +63,19 @@ class Registration:
         return str(self._worker.key)
 
     def register(self) -> None:
+        # The beat first: a registration without one is a dead worker's, which the reconciler removes.
+        self.beat()
         self._worker.register_birth()  # type: ignore[no-untyped-call]
         self._worker.set_state(WorkerStatus.STARTED)
 
     def unregister(self) -> None:
         self._worker.register_death()  # type: ignore[no-untyped-call]
+        forget_worker_beat(self.name)
+
+    def beat(self) -> None:
+        """Say this process lives for a few heartbeats: health, the queue list and the reconciler go by this, not by
+        rq's registration, which outlives a killed process by minutes."""
+        beat_worker(self.name, worker_beat_ttl())
 
     def heartbeat(self) -> None:
         """Keep the registration alive; register again if Redis lost it (restarted with its data gone)."""

@@ -100,7 +100,10 @@ class WorkerProcess:
         self._rq_queue_names = rq_queue_names
         self.registration = Registration(rq_queue_names, name)
         self._delayed = DelayedJobs(rq_queue_names) if with_scheduler else None
-        self._watcher = Watcher(on_stuck=self._on_stuck, on_tick=on_beat)
+        self._on_beat = on_beat
+        self._beat_every = jobs_settings().HEARTBEAT_INTERVAL
+        self._beat_at = -float("inf")
+        self._watcher = Watcher(on_stuck=self._on_stuck, on_tick=self._tick)
         self._slots = Slots(concurrency, self._watcher, self._handler_done)
         self._finisher = Finisher(self.registration, self._wait_for_redis, self._recorded)
         self._claim_lock = threading.Lock()  # held from a claim until its jobs are started and in hand
@@ -161,6 +164,20 @@ class WorkerProcess:
         finally:
             self._teardown()
         return taken
+
+    def _tick(self) -> None:
+        """The watcher's tick: the supervisor's beat, and every HEARTBEAT_INTERVAL this process's beat in Redis.
+
+        On the watcher's thread, not the loop's: a loop blocked waiting for jobs or for the database still lives.
+        """
+        self._on_beat()
+        now = time.monotonic()
+        if now - self._beat_at >= self._beat_every:
+            try:
+                self.registration.beat()
+                self._beat_at = now
+            except TransportError:
+                pass  # Redis away: the loop reports the outage; the beat resumes with Redis
 
     def _look_around(self) -> None:
         if self._orphaned() and not self._stop_requested:

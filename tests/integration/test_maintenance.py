@@ -104,3 +104,38 @@ def _healthy() -> bool:
     except CommandError:
         return False
     return True
+
+
+def test_cleanup__a_job_retried_after_it_was_selected_survives_with_its_events(redis_url):
+    from jobs import services
+    from jobs.retention import cutoffs, delete_expired, select_expired
+
+    job = aged(40, status=JobStatus.FAILED)
+    expired_too = aged(40, status=JobStatus.SUCCEEDED)
+    (type_name, cutoff), *_ = [(name, cutoff) for name, cutoff in cutoffs(timezone.now()) if name == "echo"]
+    ids = select_expired(type_name, cutoff, batch_size=10)
+    assert set(ids) == {job.pk, expired_too.pk}
+
+    services.retry_job(job)  # the user's 202 lands between the cleanup's select and its delete
+
+    assert delete_expired(ids, cutoff) == (1, 1)
+    assert JobLog.objects.get(pk=job.pk).status == JobStatus.QUEUED
+    assert list(JobEvent.objects.filter(job=job).values_list("kind", flat=True)) == ["submitted", "retried"]
+    assert not JobLog.objects.filter(pk=expired_too.pk).exists()
+
+
+def test_cleanup__deletion_sends_post_delete_for_each_job(short_lived):
+    from django.db.models.signals import post_delete
+
+    deleted: list[object] = []
+
+    def receiver(sender, instance, **kwargs):
+        deleted.append(instance.pk)
+
+    post_delete.connect(receiver, sender=JobLog)
+    try:
+        old = aged(0.1, job_type="short-lived", queue="short-lived", status=JobStatus.SUCCEEDED)
+        cleanup_finished_jobs()
+    finally:
+        post_delete.disconnect(receiver, sender=JobLog)
+    assert deleted == [old.pk]

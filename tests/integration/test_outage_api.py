@@ -55,3 +55,42 @@ def test_api_submissions_during_a_redis_outage_run_exactly_once_after_it(own_red
     during_runs = [label for label in labels if label.startswith("during")]
     assert during_runs == [f"during{i}" for i in range(10)]
     assert {j.attempts for j in JobLog.objects.all()} == {1}
+
+
+def test_api__a_redis_that_stops_answering_fails_calls_within_the_timeout_instead_of_hanging(own_redis, settings):
+    import os
+    import signal
+    import threading
+
+    from django.db import connection
+
+    settings.JOBS = {**settings.JOBS, "REDIS_SOCKET_TIMEOUT": 1, "REDIS_CONNECT_TIMEOUT": 1, "SUBMIT_RATE": None}
+    client = token_client(make_user("root", is_staff=True, is_superuser=True))
+    assert client.get("/api/health/").json()["redis"] is True  # the client now holds an open socket to Redis
+    answers: dict[str, object] = {}
+
+    def call() -> None:
+        try:
+            started = time.monotonic()
+            answers["health"] = client.get("/api/health/")
+            answers["submit"] = client.post(JOBS_URL, {"type": "echo", "payload": {}}, format="json")
+            answers["seconds"] = time.monotonic() - started
+        finally:
+            connection.close()
+
+    assert own_redis.proc is not None
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)  # the server is there, its sockets open, and it never answers
+    thread = threading.Thread(target=call, daemon=True)
+    try:
+        thread.start()
+        thread.join(timeout=10)
+        hung = thread.is_alive()
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        thread.join(30)
+    assert not hung, "the requests hung on a Redis that does not answer"
+    health, submitted = answers["health"], answers["submit"]
+    assert health.status_code == 503 and health.json()["redis"] is False  # type: ignore[attr-defined]
+    # Accepted all the same: the row waits in SQL as pending, and the reconciler pushes it later.
+    assert submitted.status_code == 202 and submitted.json()["status"] == "pending"  # type: ignore[attr-defined]
+    assert answers["seconds"] < 6  # type: ignore[operator]

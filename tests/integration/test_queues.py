@@ -10,10 +10,11 @@ from django.db import transaction
 
 from jobs import submit, submit_many
 from jobs.exceptions import QueueNotFound
-from jobs.models import JobLog, JobStatus
+from jobs.models import JobLog, JobStatus, PausedQueue
 from jobs.monitoring import get_health, list_queue_stats
 from jobs.services import pause_queue, requeue_failed, resume_queue
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,6 +63,16 @@ def test_pause__unknown_queue_refused(redis_url):
         pause_queue("nope")
     with pytest.raises(QueueNotFound):
         resume_queue("nope")
+    assert not PausedQueue.objects.exists()
+
+
+def test_pause__kept_in_sql_with_who_paused_and_shown_paused_while_redis_is_away(redis_url, settings):
+    operator = make_user("operator", is_staff=True)
+    pause_queue("echo", user=operator)
+    pause_queue("echo")  # twice: still one pause, still the first operator's
+    assert list(PausedQueue.objects.values_list("name", "paused_by")) == [("echo", operator.pk)]
+    settings.JOBS = {**settings.JOBS, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    assert stats_of("echo")["paused"] is True
 
 
 def test_stats__counts_workers_and_throughput(workers):
@@ -164,3 +175,40 @@ def test_pause__a_waiting_worker_does_not_spin_on_a_paused_queues_jobs(workers):
     # Waiting, not popping the paused queue's jobs and handing them back again and again.
     assert (after.user + after.system) - (before.user + before.system) < 0.5
     assert {fresh(job).status for job in held} == {JobStatus.QUEUED}
+
+
+def test_health__a_worker_killed_outright_is_dead_within_its_beat_and_removed_from_lists(workers, redis_conn):
+    import os
+    import signal
+
+    from rest_framework.test import APIClient
+
+    from jobs.reconciler import reconcile
+    from jobs.transport.queues import workers_by_queue
+    from jobs.transport.worker import worker_beat_ttl
+
+    client = APIClient()
+    proc = workers.start("--types", "echo")
+    wait_for(lambda: client.get("/api/health/").status_code == 200, what="a healthy report")
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9 the supervisor and its processes: nobody unregisters
+    proc.wait(10)
+    killed_at = time.monotonic()
+    assert redis_conn.scard("rq:workers") == 1  # rq still lists it
+
+    wait_for(lambda: client.get("/api/health/").status_code == 503, timeout=worker_beat_ttl() + 3, what="503")
+    assert time.monotonic() - killed_at < worker_beat_ttl() + 3
+    assert get_health()["workers"] == 0 and workers_by_queue() == {} and stats_of("echo")["workers"] == []
+
+    assert len(reconcile(grace=0).dead_workers_removed) == 1
+    assert redis_conn.scard("rq:workers") == 0  # rq's own tooling no longer lists it either
+
+
+def test_claim__a_blocking_wait_longer_than_the_socket_timeout_does_not_fail(own_redis, settings):
+    from jobs.transport.connections import get_connection
+    from jobs.transport.queues import claim, queue_names
+
+    settings.JOBS = {**settings.JOBS, "REDIS_SOCKET_TIMEOUT": 0.3}  # a fresh server: its client is made with it
+    assert get_connection().connection_pool.connection_kwargs["socket_timeout"] == 0.3
+    started = time.monotonic()
+    assert claim(queue_names(["echo"]), 1, worker_name="w", alive_seconds=1, block=1) == []
+    assert time.monotonic() - started >= 0.9  # it really waited, past the socket timeout, and ended quietly

@@ -264,3 +264,62 @@ def test_reconcile__a_row_changed_within_the_grace_is_left_alone(own_redis):
     assert timezone.now() - fresh(job).updated_at < timedelta(seconds=5)
     assert reconcile(grace=60).pushed_pending == []
     assert reconcile(grace=0).pushed_pending == [str(job.id)]
+
+
+def test_reconcile__a_lost_job_older_than_500_running_ones_is_recovered(own_redis):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.transport.queues import alive_key
+
+    now = timezone.now()
+    rows = [
+        JobLog(job_type="echo", queue="echo", status=JobStatus.RUNNING, attempts=1, started_at=now - timedelta(hours=1))
+        for _ in range(520)
+    ]
+    JobLog.objects.bulk_create(rows)
+    for age, row in enumerate(rows):  # distinct creation times: the lost one is the oldest of all
+        JobLog.objects.filter(pk=row.pk).update(created_at=now - timedelta(minutes=age))
+    lost, live = rows[-1], rows[:-1]
+    conn = Redis.from_url(own_redis.url)
+    with conn.pipeline() as pipe:
+        for row in live:
+            pipe.set(alive_key(str(row.id)), 1, ex=60)
+        pipe.execute()
+
+    report = reconcile(grace=0, confirm_after=0)
+
+    assert report.recovered_running == [str(lost.id)]
+    assert fresh(lost).status in (JobStatus.QUEUED, JobStatus.SCHEDULED)
+    assert JobLog.objects.filter(status=JobStatus.RUNNING).count() == 519
+
+
+def test_reconcile__a_paused_queue_stays_paused_after_redis_is_wiped(own_redis):
+    from jobs.services import pause_queue, resume_queue
+    from jobs.transport.queues import paused_queues
+
+    pause_queue("echo")
+    with transaction.atomic():
+        held = submit("echo", {"n": 1})
+    Redis.from_url(own_redis.url).flushall()
+    assert paused_queues() == set()
+
+    report = reconcile(grace=0)
+    assert report.pauses_restored == ["echo paused"] and report.repushed_missing == [str(held.id)]
+    assert paused_queues() == {"echo"}
+
+    pool = WorkerProcesses(own_redis.url)
+    try:
+        pool.start("--types", "echo", "greet")
+        with transaction.atomic():
+            other = submit("greet", {"name": "Ada"})
+        wait_for(lambda: fresh(other).status == JobStatus.SUCCEEDED, what="the unpaused queue's job")
+        time.sleep(1.5)  # more than the worker's look-again interval
+        assert fresh(held).status == JobStatus.QUEUED
+
+        resume_queue("echo")
+        wait_for(lambda: fresh(held).status == JobStatus.SUCCEEDED, what="the resumed queue's job")
+    finally:
+        pool.stop_all()
+    assert reconcile(grace=0).pauses_restored == []  # SQL and Redis agree: nothing to copy

@@ -175,6 +175,9 @@ def test_checks__fail_manage_py_check(throwaway):
         ({"PROGRESS_PUBLISH_INTERVAL": "often"}, "jobs.E004"),
         ({"DASHBOARD_INTERVAL": -2}, "jobs.E004"),
         ({"DEFAULT_BACKOFF": (5,)}, "jobs.E014"),
+        ({"REDIS_SOCKET_TIMEOUT": 0}, "jobs.E006"),
+        ({"REDIS_SOCKET_TIMEOUT": None}, "jobs.E006"),
+        ({"REDIS_CONNECT_TIMEOUT": "5s"}, "jobs.E006"),
     ],
 )
 def test_checks__bad_settings_reported(jobs, check_id, settings):
@@ -183,7 +186,13 @@ def test_checks__bad_settings_reported(jobs, check_id, settings):
 
 
 def test_checks__good_settings_pass(settings):
-    settings.JOBS = {"REDIS_URL": "redis://127.0.0.1:6379/0", "DEFAULT_BACKOFF": [1, 60], "CANCEL_GRACE": 0}
+    settings.JOBS = {
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "DEFAULT_BACKOFF": [1, 60],
+        "CANCEL_GRACE": 0,
+        "REDIS_SOCKET_TIMEOUT": 0.5,
+        "REDIS_CONNECT_TIMEOUT": 2,
+    }
     assert check_settings(None) == []
 
 
