@@ -117,12 +117,16 @@ def test_reconcile__live_jobs_are_left_alone(own_redis):
 
 
 def test_jobs_reconcile_command__reports_and_refuses_bad_options(own_redis, capsys):
+    from jobs.services import pause_queue
+
+    pause_queue("echo")
     own_redis.stop()
     with transaction.atomic():
         submit("echo", {})
-    own_redis.start()
+    own_redis.start()  # its data gone: the pause lives on in SQL only
     call_command("jobs_reconcile", "--grace", "0")
-    assert "pending pushed: 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pending pushed: 1" in out and "pauses restored: 1" in out
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="--grace must be 0 or more"):

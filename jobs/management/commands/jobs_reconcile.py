@@ -12,7 +12,7 @@ from jobs.transport.connections import TransportError
 class Command(BaseCommand):
     help = (
         "Repair SQL/Redis divergence once: push pending jobs, re-push queued jobs missing from Redis, "
-        "and retry or fail running jobs whose worker was lost."
+        "retry or fail running jobs whose worker was lost, restore queue pauses from SQL and unregister dead workers."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -33,5 +33,6 @@ class Command(BaseCommand):
         self.stdout.write(
             f"pending pushed: {len(report.pushed_pending)}, missing re-pushed: {len(report.repushed_missing)}, "
             f"overdue released: {len(report.released_overdue)}, "
-            f"lost attempts recovered: {len(report.recovered_running)}"
+            f"lost attempts recovered: {len(report.recovered_running)}, "
+            f"pauses restored: {len(report.pauses_restored)}, dead workers removed: {len(report.dead_workers_removed)}"
         )
