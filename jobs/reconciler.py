@@ -27,6 +27,7 @@ class ReconcileReport:
     repushed_missing: list[str] = field(default_factory=list)
     released_overdue: list[str] = field(default_factory=list)
     recovered_running: list[str] = field(default_factory=list)
+    resent_cancels: int = 0  # running jobs whose cancel request was sent to their workers again
     skipped: bool = False  # another reconciler holds the lock
 
     @property
@@ -66,6 +67,7 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
         _repush_dropped(cutoff, report)
         _release_overdue(cutoff, report)
         _recover_running(cutoff, confirm_after, report)
+        _resend_cancel_marks(report)
     finally:
         try:
             lock.release()
@@ -160,3 +162,11 @@ def _recover_running(cutoff: datetime, confirm_after: float, report: ReconcileRe
     for job_id in sorted(suspects - transport.which_alive(sorted(suspects))):
         lifecycle.lost(job_id, "The worker running this job stopped responding (lost or killed).")
         report.recovered_running.append(job_id)
+
+
+def _resend_cancel_marks(report: ReconcileReport) -> None:
+    """Running jobs with a cancel request: their marks again. A request made while Redis was away is recorded in
+    SQL only, and one Redis lost (restarted empty) is gone; either way the worker has not heard it. A mark already
+    there is only renewed."""
+    asked = JobLog.objects.filter(status=JobStatus.RUNNING, cancel_requested_at__isnull=False)
+    report.resent_cancels = lifecycle.send_cancel_marks(list(asked.order_by("cancel_requested_at")[:BATCH]))
