@@ -84,10 +84,10 @@ def handle_error(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, JobsError):
         # A JobsError always refuses what was asked; a type missing from the table is still not a crash.
         code = next((HTTP_STATUS[t] for t in type(exc).__mro__ if t in HTTP_STATUS), status.HTTP_400_BAD_REQUEST)
-        response = Response({"detail": str(exc), "code": exc.code}, status=code)
+        answer = Response({"detail": str(exc), "code": exc.code}, status=code)
         if isinstance(exc, SubmitRateExceeded):
-            response["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        return response
+            answer["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return answer
     if isinstance(exc, Http404):
         exc = NotFound(*exc.args)  # what DRF's handler does too; converted here so that the code is known
     response = exception_handler(exc, context)
