@@ -10,12 +10,16 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth import get_user_model
         from django.core import checks
+        from django.db.models.signals import pre_delete
         from django.utils.module_loading import autodiscover_modules
 
         from . import checks as jobs_checks
+        from . import services
 
         checks.register(jobs_checks.check_settings, "jobs")
         checks.register(jobs_checks.check_job_types, "jobs")
+        pre_delete.connect(services.forget_idempotency_keys, sender=get_user_model(), dispatch_uid="jobs-user-keys")
         # Like admin.py: every installed app's job_types.py registers its types at startup.
         autodiscover_modules("job_types")

@@ -156,6 +156,13 @@ def check_job_types(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
             errors.append(
                 Error(f"{label}: concurrency must be 1 or more, not {job_type.concurrency!r}.", id="jobs.E018")
             )
+        if job_type.per_user_concurrency is not None and not _positive_int(job_type.per_user_concurrency):
+            errors.append(
+                Error(
+                    f"{label}: per_user_concurrency must be 1 or more, or None, not {job_type.per_user_concurrency!r}.",
+                    id="jobs.E023",
+                )
+            )
         if not isinstance(job_type.retention, timedelta) or job_type.retention.total_seconds() < 1:
             errors.append(Error(f"{label}: retention must be a positive timedelta or seconds.", id="jobs.E019"))
         for option in ("retry_on", "give_up_on"):

@@ -54,6 +54,16 @@ class IdempotencyConflict(JobsError):
     code = "idempotency_conflict"
 
 
+class SubmitRateExceeded(JobsError):
+    """Too many submissions: wait a moment, then try again."""
+
+    code = "throttled"
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        self.retry_after = retry_after  # seconds until the budget has room again
+        super().__init__(message)
+
+
 class JobNotFound(JobsError):
     """No such job."""
 

@@ -30,6 +30,7 @@ class ReconcileReport:
     # Queue pauses copied from SQL to Redis (paused again after a wipe, or resumed): not job repairs, not in total.
     pauses_restored: list[str] = field(default_factory=list)
     dead_workers_removed: list[str] = field(default_factory=list)  # rq registrations of workers that stopped beating
+    resent_cancels: int = 0  # running jobs whose cancel request was sent to their workers again
     skipped: bool = False  # another reconciler holds the lock
 
     @property
@@ -73,6 +74,7 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
         _repush_dropped(cutoff, report)
         _release_overdue(cutoff, report)
         _recover_running(cutoff, confirm_after, report)
+        _resend_cancel_marks(report)
     finally:
         try:
             lock.release()
@@ -187,3 +189,11 @@ def _recover_running(cutoff: datetime, confirm_after: float, report: ReconcileRe
     for job_id in sorted(still_missing):
         lifecycle.lost(job_id, "The worker running this job stopped responding (lost or killed).")
         report.recovered_running.append(job_id)
+
+
+def _resend_cancel_marks(report: ReconcileReport) -> None:
+    """Running jobs with a cancel request: their marks again. A request made while Redis was away is recorded in
+    SQL only, and one Redis lost (restarted empty) is gone; either way the worker has not heard it. A mark already
+    there is only renewed."""
+    asked = JobLog.objects.filter(status=JobStatus.RUNNING, cancel_requested_at__isnull=False)
+    report.resent_cancels = lifecycle.send_cancel_marks(list(asked.order_by("cancel_requested_at")[:BATCH]))

@@ -55,6 +55,8 @@ class JobType:
     timeout: int = 300
     rate_limit: str | None = None
     concurrency: int | None = None
+    # At most this many of the type running at once per owner (ownerless jobs are not capped); the others wait.
+    per_user_concurrency: int | None = None
     retention: timedelta = timedelta(days=30)
     staff_only: bool = False
     retry_on: tuple[type[BaseException], ...] = ()
@@ -117,6 +119,7 @@ def job_type(
     timeout: int = _UNSET,
     rate_limit: str | None = None,
     concurrency: int | None = None,
+    per_user_concurrency: int | None = None,
     retention: timedelta | int = _UNSET,
     staff_only: bool = False,
     retry_on: tuple[type[BaseException], ...] = (),
@@ -138,6 +141,7 @@ def job_type(
             timeout=defaults.DEFAULT_TIMEOUT if timeout is _UNSET else timeout,
             rate_limit=rate_limit,
             concurrency=concurrency,
+            per_user_concurrency=per_user_concurrency,
             retention=(timedelta(seconds=retention_value) if isinstance(retention_value, int) else retention_value),
             staff_only=staff_only,
             retry_on=tuple(retry_on),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -23,11 +24,16 @@ from .exceptions import (
     JobTypeForbidden,
     PayloadTooLarge,
     QueueNotFound,
+    SubmitRateExceeded,
 )
 from .models import WAITING_STATUSES, JobLog, JobSchedule, JobStatus, PausedQueue
 from .registry import JobType
+from .transport import limits
 from .transport import queues as transport
+from .transport.connections import TransportError
 from .types import PRIORITIES, Priority
+
+logger = logging.getLogger(__name__)
 
 
 class SubmitOptions(TypedDict, total=False):
@@ -64,14 +70,14 @@ def get_or_submit(
     run_at = _resolve_run_at(delay, run_at)
     if idempotency_key is not None and not (isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= 255):
         raise InvalidSubmission("An idempotency key is a non-empty string of at most 255 characters.")
-    _check_size(payload)
-    clean_payload = job_type.validate(payload if payload is not None else {})
+    clean_payload = _clean_payload(job_type, payload)
 
     if idempotency_key:
         existing = _find_idempotent(type_name, owner, idempotency_key)
         if existing is not None:
             return _replay(existing, clean_payload), False
 
+    _charge(owner, 1)
     job = _new_job(
         job_type,
         clean_payload,
@@ -113,14 +119,14 @@ def submit_many(
     cleaned: list[dict[str, Any]] = []
     for index, payload in enumerate(payloads):
         try:
-            _check_size(payload)
-            cleaned.append(job_type.validate(payload if payload is not None else {}))
+            cleaned.append(_clean_payload(job_type, payload))
         except InvalidPayload as exc:
             raise InvalidPayload({str(index): exc.errors}, f"Payload #{index} is invalid: {exc}") from None
         except InvalidSubmission as exc:
             raise type(exc)(f"Payload #{index}: {exc}") from None
     if not cleaned:
         return []
+    _charge(owner, len(cleaned))
     now = timezone.now()
     jobs = [_new_job(job_type, payload, owner=owner, priority=priority, run_at=run_at, now=now) for payload in cleaned]
     lifecycle.queue_new(jobs, publish=False)
@@ -163,6 +169,27 @@ def _submitter_checks(type_name: str, user: Any, priority: Any) -> tuple[JobType
     return job_type, owner
 
 
+def _charge(owner: Any, count: int) -> None:
+    """Charge ``count`` submissions to ``owner``'s JOBS["SUBMIT_RATE"] budget, all or none; raises
+    SubmitRateExceeded. System submissions (no owner) are free. Counted in Redis, so the budget holds across every
+    web and worker process; with Redis away the charge is skipped: a submission is never refused for that (the
+    row waits for the reconciler like any other)."""
+    rate = jobs_settings().SUBMIT_RATE
+    if owner is None or rate is None:
+        return
+    try:
+        wait = limits.take_submissions(str(owner.pk), count, rate)
+    except TransportError as exc:
+        logger.warning("Submission budget not checked, Redis unavailable: %s", exc)
+        return
+    if wait < 0:
+        raise SubmitRateExceeded(
+            limits.parse_submit_rate(rate)[1], f"{count} submissions at once are more than the {rate} allowed."
+        )
+    if wait > 0:
+        raise SubmitRateExceeded(wait, f"Too many submissions (at most {rate}); try again in {math.ceil(wait)} s.")
+
+
 def _resolve_run_at(delay: float | None, run_at: datetime | None) -> datetime | None:
     if delay is not None and run_at is not None:
         raise InvalidSubmission("Give either delay or run_at, not both.")
@@ -176,6 +203,43 @@ def _resolve_run_at(delay: float | None, run_at: datetime | None) -> datetime | 
         if timezone.is_naive(run_at):
             raise InvalidSubmission("run_at must be timezone-aware.")
     return run_at
+
+
+def _clean_payload(job_type: JobType, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The payload as it will be stored: within the size limit, valid for its type, and storable in every database;
+    raises PayloadTooLarge, InvalidSubmission or InvalidPayload."""
+    _check_size(payload)
+    clean = job_type.validate(payload if payload is not None else {})
+    # The stored form is checked, not the input: a type's serializer may turn text into a number such as NaN.
+    if problem := unstorable_json(clean):
+        raise InvalidPayload({"payload": [problem]}, f"The payload cannot be stored: {problem}")
+    return clean
+
+
+def unstorable_json(value: Any) -> str | None:
+    """Why ``value`` cannot be stored in every supported database, or None.
+
+    PostgreSQL's jsonb refuses NUL characters, lone surrogates and non-finite numbers that SQLite would take,
+    and such a payload would otherwise fail as a 500 on one database and pass on another.
+    """
+    stack = [value]  # iterative: a deeply nested payload must not exhaust the Python stack
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "Text may not contain NUL (\\u0000) characters."
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "Text may not contain unpaired surrogate characters."
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "Numbers must be finite."
+    return None
 
 
 def _check_size(payload: Mapping[str, Any] | None) -> None:
@@ -196,6 +260,16 @@ def _replay(existing: JobLog, clean_payload: dict[str, Any]) -> JobLog:
     if existing.payload != clean_payload:
         raise IdempotencyConflict()
     return existing
+
+
+def forget_idempotency_keys(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """pre_delete receiver of the user model (wired in JobsConfig.ready): a deleted user's jobs lose their keys.
+
+    Their owner becomes NULL, and ownerless rows share one idempotency scope, the system's: kept, the keys would
+    collide there (deleting a second user who used the same key fails) or answer a system submission with a
+    deleted user's job.
+    """
+    JobLog.objects.filter(owner=instance, idempotency_key__isnull=False).update(idempotency_key=None)
 
 
 def get_job(job_id: Any, *, user: Any = None) -> JobLog:

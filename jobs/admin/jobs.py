@@ -439,7 +439,8 @@ class JobLogAdmin(JobLogAdminBase):
         context = dict(extra_context or {})
         if job is not None and self.has_cancel_permission(request, job):
             context["can_retry"] = job.status in (JobStatus.FAILED, JobStatus.CANCELED)
-            context["can_cancel"] = job.status not in TERMINAL_STATUSES and not job.cancel_requested_at
+            # Also once a cancel was asked for: pressed again, it sends the request to the worker again.
+            context["can_cancel"] = job.status not in TERMINAL_STATUSES
         return super().change_view(request, object_id, form_url, context)
 
     # Buttons of the detail page and its live data ---------------------------------------------------------

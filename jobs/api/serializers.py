@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +18,7 @@ from ..exceptions import InvalidPayload, InvalidSchedule, UnknownJobType
 from ..job_json import job_json, sees_traceback
 from ..models import JobEvent, JobLog, JobSchedule, JobStatus, ScheduleKind
 from ..registry import JobType
+from ..services import unstorable_json
 from ..types import PRIORITIES
 from .payload_schema import payload_schema
 
@@ -158,32 +158,6 @@ class JobCreateSerializer(serializers.Serializer[Any]):
         if run_at is not None and run_at >= LATEST_RUN_AT:
             raise serializers.ValidationError("This time is too far in the future.")
         return run_at
-
-
-def unstorable_json(value: Any) -> str | None:
-    """Why ``value`` cannot be stored in every supported database, or None.
-
-    PostgreSQL's jsonb refuses NUL characters, lone surrogates and non-finite numbers that SQLite would take,
-    and such a payload would otherwise fail as a 500 on one database and pass on another.
-    """
-    stack = [value]  # iterative: a deeply nested payload must not exhaust the Python stack
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return "Text may not contain NUL (\\u0000) characters."
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "Text may not contain unpaired surrogate characters."
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "Numbers must be finite."
-    return None
 
 
 class JobEventSerializer(serializers.ModelSerializer[JobEvent]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,7 +22,6 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView, exception_handler
 
 from .. import registry, scheduler, services
@@ -37,6 +37,7 @@ from ..exceptions import (
     JobTypeForbidden,
     PayloadTooLarge,
     QueueNotFound,
+    SubmitRateExceeded,
     UnknownJobType,
 )
 from ..models import JobEvent, JobLog, JobSchedule
@@ -54,7 +55,6 @@ from .serializers import (
     QueueStatsSerializer,
     ScheduleSerializer,
 )
-from .throttling import SubmitRateThrottle
 
 # Looked up along the exception's MRO, so a subclass (PayloadTooLarge) wins over its base (InvalidSubmission).
 HTTP_STATUS: dict[type[JobsError], int] = {
@@ -68,6 +68,7 @@ HTTP_STATUS: dict[type[JobsError], int] = {
     QueueNotFound: status.HTTP_404_NOT_FOUND,
     JobAlreadyFinished: status.HTTP_409_CONFLICT,
     JobNotRetryable: status.HTTP_409_CONFLICT,
+    SubmitRateExceeded: status.HTTP_429_TOO_MANY_REQUESTS,
 }
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -83,7 +84,10 @@ def handle_error(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, JobsError):
         # A JobsError always refuses what was asked; a type missing from the table is still not a crash.
         code = next((HTTP_STATUS[t] for t in type(exc).__mro__ if t in HTTP_STATUS), status.HTTP_400_BAD_REQUEST)
-        return Response({"detail": str(exc), "code": exc.code}, status=code)
+        answer = Response({"detail": str(exc), "code": exc.code}, status=code)
+        if isinstance(exc, SubmitRateExceeded):
+            answer["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return answer
     if isinstance(exc, Http404):
         exc = NotFound(*exc.args)  # what DRF's handler does too; converted here so that the code is known
     response = exception_handler(exc, context)
@@ -172,12 +176,6 @@ class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
     def get_object(self) -> JobLog:
         return services.get_job(self.kwargs["pk"], user=self.request.user)
 
-    def get_throttles(self) -> list[BaseThrottle]:
-        throttles = super().get_throttles()
-        if self.action == "create":
-            throttles.append(SubmitRateThrottle())
-        return throttles
-
     @openapi(
         parameters=[JobListFilterSerializer],
         responses={200: JobSerializer(many=True), 400: problem("A filter value is not valid.")},
@@ -214,7 +212,7 @@ class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
             403: problem("Staff-only job type."),
             409: problem("This Idempotency-Key was used with a different payload."),
             413: problem("The payload is larger than JOBS['MAX_PAYLOAD_BYTES']."),
-            429: problem("Too many submissions; see Retry-After."),
+            429: problem("Too many submissions (JOBS['SUBMIT_RATE'] per user); see Retry-After."),
         },
     )
     def create(self, request: Request) -> Response:

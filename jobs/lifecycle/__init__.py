@@ -17,7 +17,7 @@ cancel: a user's cancel; rows: the event and the attempt guard every transition 
 from __future__ import annotations
 
 from .batches import Success, start, succeed
-from .cancel import cancel, cancel_waiting
+from .cancel import cancel, cancel_waiting, send_cancel_marks
 from .handoff import queue_new, repush, retry, submitted_data, waiting_status
 from .outcomes import SHUTDOWN, Error, cancel_running, defer, fail, lost, retry_later, return_to_queue
 
@@ -36,6 +36,7 @@ __all__ = [
     "retry",
     "retry_later",
     "return_to_queue",
+    "send_cancel_marks",
     "start",
     "submitted_data",
     "succeed",

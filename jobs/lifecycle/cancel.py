@@ -39,13 +39,12 @@ def cancel(job: JobLog, *, by: Any = None) -> JobLog:
         elif JobLog.objects.filter(pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True).update(
             cancel_requested_at=now
         ):
+            # Once per job: a repeated request re-sends the mark below but adds nothing to the timeline.
             event(job, EventKind.CANCEL_REQUESTED, status=JobStatus.RUNNING, data={"by": by})
-            job_type = registry.find(job.job_type)
-            ttl = (job_type.timeout if job_type else jobs_settings().DEFAULT_TIMEOUT) + int(
-                jobs_settings().CANCEL_GRACE
-            )
-            transaction.on_commit(partial(transport.mark_canceled, str(job.pk), ttl + 60))
         job.refresh_from_db()
+        if job.status == JobStatus.RUNNING and job.cancel_requested_at is not None:
+            # The first request, or a repeat of one whose mark may never have reached Redis.
+            transaction.on_commit(partial(send_cancel_marks, [job]))
     if job.is_finished and not canceled_now:
         raise JobAlreadyFinished(f"The job is already {job.status}.")
     return job
@@ -78,6 +77,25 @@ def cancel_waiting(ids: Sequence[Any], *, by: Any = None, message: str = "") -> 
         for pk, _attempts in canceled:
             transaction.on_commit(partial(_drop_from_redis, str(pk)))
     return len(canceled)
+
+
+def send_cancel_marks(jobs: Sequence[JobLog]) -> int:
+    """Tell the workers running these jobs, through Redis, that a cancel was asked for; returns how many marks were
+    set. Best effort: the request is recorded in SQL already, and the reconciler sends the marks again (see
+    jobs.reconciler) until the jobs end, so a Redis error here is logged, not raised."""
+    settings = jobs_settings()
+    sent = 0
+    for job in jobs:
+        job_type = registry.find(job.job_type)
+        # The mark outlives the longest the attempt may still run: its timeout, plus the grace to stop.
+        ttl = (job_type.timeout if job_type else settings.DEFAULT_TIMEOUT) + int(settings.CANCEL_GRACE) + 60
+        try:
+            transport.mark_canceled(str(job.pk), ttl)
+        except TransportError:
+            logger.warning("Could not send the cancel request of job %s to Redis; sent again later", job.pk)
+            return sent  # Redis is away: the others would fail too
+        sent += 1
+    return sent
 
 
 def _drop_from_redis(job_id: str) -> None:

@@ -108,6 +108,8 @@ class Finisher(threading.Thread):
         except Exception:  # noqa: BLE001 - the reconciler repairs what could not be recorded
             logger.exception("Could not record the outcome of %d job(s)", len(batch))
         finally:
+            # Whatever the outcome, these handlers no longer run: their owners' per-user slots are free again.
+            runner.release_user_slots([s for a in batch if (s := runner.user_slot(a.job, a.job_type)) is not None])
             self._on_recorded(batch)
 
     def _conclude(self, attempt: Attempt) -> Outcome:

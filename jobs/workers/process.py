@@ -312,20 +312,31 @@ class WorkerProcess:
         skipped: list[tuple[Claim, Outcome]] = []
         plain: list[Claim] = []
         checked: list[Claim] = []
+        slots: dict[str, tuple[str, str, str]] = {}  # per-user slots taken by admit(), by job id
         for claim in claims:
             job_type = registry.find(claim.job_type)
-            (plain if job_type is not None and job_type.parsed_rate_limit is None else checked).append(claim)
+            unlimited = (
+                job_type is not None and job_type.parsed_rate_limit is None and not job_type.per_user_concurrency
+            )
+            (plain if unlimited else checked).append(claim)
         if checked:
-            # The rare ones (a rate limit to take, or a type the description does not name): read, then admitted.
+            # The rare ones (a rate limit or a per-user slot to take, or a type the description does not name):
+            # read, then admitted.
             rows = JobLog.objects.in_bulk([uuid.UUID(claim.job_id) for claim in checked])
             for claim in checked:
                 job = rows.get(uuid.UUID(claim.job_id))
                 decision = runner.admit(job) if job is not None and job.status in WAITING_STATUSES else None
                 if isinstance(decision, JobType):
                     plain.append(claim)
+                    if job is not None and (slot := runner.user_slot(job, decision)) is not None:
+                        slots[claim.job_id] = slot
                 else:
                     skipped.append((claim, decision))
-        started = {str(job.pk): job for job in lifecycle.start([uuid.UUID(c.job_id) for c in plain], self.name)}
+        try:
+            started = {str(job.pk): job for job in lifecycle.start([uuid.UUID(c.job_id) for c in plain], self.name)}
+        except Exception:
+            runner.release_user_slots(list(slots.values()))
+            raise
         attempts = []
         for claim in plain:
             job = started.get(claim.job_id)
@@ -334,6 +345,7 @@ class WorkerProcess:
                 skipped.append((claim, None))
             else:
                 attempts.append(Attempt(claim, job, job_type, JobContext(job, job.attempts)))
+        runner.release_user_slots([slots[c.job_id] for c, _outcome in skipped if c.job_id in slots])
         return attempts, skipped
 
     def _handler_done(self, attempt: Attempt, *, ran: bool = True) -> None:

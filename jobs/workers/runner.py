@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,13 @@ from ..exceptions import InvalidPayload, JobCanceled, JobTimeout, WorkerLost, Wo
 from ..live.context import JobContext
 from ..models import JobLog
 from ..registry import JobType
+from ..transport import limits
 from ..transport import queues as transport
+from ..transport.connections import TransportError
 from ..transport.queues import Claim
 from .guard import AttemptGuard
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -64,20 +69,51 @@ def run_job(job_id: str) -> None:
     raise RuntimeError(f"Job {job_id} runs in `manage.py jobs_worker`, not in an rq worker.")
 
 
+# How soon a job kept waiting by its owner's per-user cap looks for a free slot again. A slot frees when a job
+# ends, which no waiting job hears of: it polls, and each deferral costs a row update, not a timeline entry.
+USER_SLOT_RETRY_SECONDS = 1.0
+
+
 def admit(job: JobLog) -> JobType | RetryIn | None:
-    """May this waiting job start now? Its JobType if so; a RetryIn when a rate limit defers it (recorded); None
-    when its type is not registered (recorded as a failure)."""
+    """May this claimed, waiting job start now? Its JobType if so (holding its owner's slot when the type has a
+    per-user cap); a RetryIn when a per-user cap or a rate limit defers it (recorded); None when its type is not
+    registered (recorded as a failure)."""
     job_type = registry.find(job.job_type)
     if job_type is None:
         lifecycle.fail(job, lifecycle.Error("UnknownJobType", f"There is no job type named {job.job_type!r}."))
         return None
+    slot = user_slot(job, job_type)
+    # Before the rate limit: a start taken from it by a job that then waits for its owner's slot would be wasted.
+    if slot is not None and not limits.take_user_slot(*slot, job_type.per_user_concurrency or 0):
+        lifecycle.defer(job, USER_SLOT_RETRY_SECONDS, f"per-user concurrency {job_type.per_user_concurrency}")
+        return RetryIn(USER_SLOT_RETRY_SECONDS)
     limit = job_type.parsed_rate_limit
     if limit is not None:
         wait = transport.acquire_start(job_type.name, limit.count, limit.period_seconds)
         if wait > 0:
+            if slot is not None:
+                limits.release_user_slots([slot])
             lifecycle.defer(job, wait, f"rate limit {job_type.rate_limit}")
             return RetryIn(max(1.0, wait))
     return job_type
+
+
+def user_slot(job: JobLog, job_type: JobType) -> tuple[str, str, str] | None:
+    """The (type, owner, job id) slot this job holds while it runs, when its type caps each owner; else None."""
+    if job_type.per_user_concurrency is None or job.owner_id is None:
+        return None  # ownerless jobs (the system's) are not capped
+    return (job_type.name, str(job.owner_id), str(job.pk))
+
+
+def release_user_slots(slots: list[tuple[str, str, str]]) -> None:
+    """Free per-user slots of jobs that ended or never started. Best effort: a slot not freed here frees itself
+    once its job's liveness key lapses."""
+    if not slots:
+        return
+    try:
+        limits.release_user_slots(slots)
+    except TransportError:
+        logger.warning("Could not free %d per-user slot(s); they free themselves shortly", len(slots))
 
 
 def call_handler(attempt: Attempt, guard: AttemptGuard) -> None:

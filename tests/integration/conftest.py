@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 
 from tests.factories import make_user
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttle_counts() -> Iterator[None]:
-    # Throttle history lives in the cache, which outlives each test's database.
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -355,6 +355,13 @@ def test_change_page__live_block_only_while_unfinished(root):
     assert 'data-live=""' in html
 
 
+def test_change_page__cancel_offered_again_while_a_requested_cancel_has_not_taken_effect(root):
+    # The first request's mark may never have reached the worker (Redis away): pressing again sends it again.
+    running = make_job(status=JobStatus.RUNNING, cancel_requested_at=timezone.now())
+    html = login(root).get(reverse("admin:jobs_joblog_change", args=[running.pk])).content.decode()
+    assert "Cancel job</button>" in html
+
+
 def test_change_page__no_buttons_for_viewers(viewer):
     job = failed_job()
     html = login(viewer).get(reverse("admin:jobs_joblog_change", args=[job.pk])).content.decode()

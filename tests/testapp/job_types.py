@@ -121,6 +121,11 @@ def capped(ctx: Any, payload: dict[str, Any]) -> None:
     conn.decr("test:capped:running")
 
 
+@job_type("per-user-capped", concurrency=3, per_user_concurrency=1, max_attempts=1, timeout=60)
+def per_user_capped(ctx: Any, payload: dict[str, Any]) -> None:
+    time.sleep(payload.get("seconds", 0.3))
+
+
 @job_type("partial")
 def partial(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
     ok = 0

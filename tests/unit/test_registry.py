@@ -61,6 +61,7 @@ def test_job_type__options_kept(throwaway):
         timeout=9,
         rate_limit="10/m",
         concurrency=2,
+        per_user_concurrency=1,
         retention=3600,
         staff_only=True,
         retry_on=(IOError,),
@@ -68,6 +69,7 @@ def test_job_type__options_kept(throwaway):
     )
     assert jt.queue == "shared" and jt.parsed_rate_limit == RateLimit(10, 60)
     assert jt.retention == timedelta(hours=1) and jt.staff_only and jt.concurrency == 2
+    assert jt.per_user_concurrency == 1
     assert check_job_types(None) == []
 
 
@@ -126,6 +128,9 @@ def test_should_retry__per_error_policy(throwaway):
     [
         ({"rate_limit": "fast"}, "jobs.E017"),
         ({"concurrency": 0}, "jobs.E018"),
+        ({"per_user_concurrency": 0}, "jobs.E023"),
+        ({"per_user_concurrency": "2"}, "jobs.E023"),
+        ({"per_user_concurrency": True}, "jobs.E023"),
         ({"max_attempts": 0}, "jobs.E015"),
         ({"timeout": 0}, "jobs.E016"),
         ({"backoff": (10, 1)}, "jobs.E014"),

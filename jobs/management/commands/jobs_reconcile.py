@@ -34,5 +34,6 @@ class Command(BaseCommand):
             f"pending pushed: {len(report.pushed_pending)}, missing re-pushed: {len(report.repushed_missing)}, "
             f"overdue released: {len(report.released_overdue)}, "
             f"lost attempts recovered: {len(report.recovered_running)}, "
-            f"pauses restored: {len(report.pauses_restored)}, dead workers removed: {len(report.dead_workers_removed)}"
+            f"cancel requests resent: {report.resent_cancels}, pauses restored: {len(report.pauses_restored)}, "
+            f"dead workers removed: {len(report.dead_workers_removed)}"
         )
