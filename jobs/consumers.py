@@ -19,6 +19,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
+from .access import may_see_all_jobs
 from .conf import jobs_settings
 from .job_json import JobJSON, job_json
 
@@ -85,12 +86,14 @@ class UserJobsConsumer(JobsConsumer):
 
 
 class DashboardConsumer(JobsConsumer):
-    """``ws/dashboard/``: staff only. Queue counts on connect and when they change, and every job's frames."""
+    """``ws/dashboard/``: jobs.view_joblog (or change). Queue counts on connect and when they change, and every
+    job's frames."""
 
     refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if not (self.user.is_staff and await database_sync_to_async(may_watch_jobs)(self.user)):
+        # The permission alone decides, as on the REST API: is_staff neither grants nor is required.
+        if not await database_sync_to_async(may_see_all_jobs)(self.user):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.join("dashboard")
@@ -126,11 +129,6 @@ def authenticate(scope: dict[str, Any]) -> Any:
         if token is not None and token.user.is_active:
             return token.user
     return AnonymousUser()
-
-
-def may_watch_jobs(user: Any) -> bool:
-    """Like the admin: the change permission includes viewing."""
-    return bool(user.has_perm("jobs.view_joblog") or user.has_perm("jobs.change_joblog"))
 
 
 def job_snapshot(user: Any, job_id: str) -> JobJSON | None:

@@ -32,7 +32,7 @@ def viewer(context: Mapping[str, Any]) -> Any:
     return request.user if request is not None else context.get("user")
 
 
-def is_staff(context: Mapping[str, Any]) -> bool:
+def shows_traceback(context: Mapping[str, Any]) -> bool:
     return sees_traceback(viewer(context))
 
 
@@ -53,7 +53,7 @@ class JobErrorSerializer(serializers.Serializer[Any]):
 
     type = serializers.CharField()
     message = serializers.CharField()
-    traceback = serializers.CharField(required=False, help_text="Staff only.")
+    traceback = serializers.CharField(required=False, help_text="Only for users with jobs.view_joblog.")
 
 
 class FailedItemSerializer(serializers.Serializer[Any]):
@@ -72,7 +72,7 @@ class JobErrorField(serializers.ReadOnlyField):
 
 
 class JobSerializer(serializers.ModelSerializer[JobLog]):
-    """A job as every client sees it; ``error.traceback`` only for staff."""
+    """A job as every client sees it; ``error.traceback`` only for users with ``jobs.view_joblog``."""
 
     # The declared fields document the shape (drf-spectacular reads them); jobs.job_json builds the answer, so the
     # API, the websockets and the admin cannot drift apart. The docstrings above are the schema's descriptions.
@@ -196,8 +196,8 @@ class JobEventSerializer(serializers.ModelSerializer[JobEvent]):
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_data(self, event: JobEvent) -> Any:
-        # Failure events record the traceback, which is staff-only like the job's own.
-        if is_staff(self.context) or not isinstance(event.data, dict):
+        # Failure events record the traceback, shown only to those who see the job's own (jobs.view_joblog).
+        if shows_traceback(self.context) or not isinstance(event.data, dict):
             return event.data
         return {k: v for k, v in event.data.items() if k != "traceback"}
 
@@ -274,7 +274,9 @@ class QueueActionSerializer(serializers.Serializer[Any]):
 
 class HealthSerializer(serializers.Serializer[Any]):
     status = serializers.ChoiceField(choices=["ok", "degraded"])
-    database = serializers.BooleanField(required=False, help_text="Staff only, like every detail below.")
+    database = serializers.BooleanField(
+        required=False, help_text="Only for users with jobs.view_joblog, like every detail below."
+    )
     redis = serializers.BooleanField(required=False)
     workers = serializers.IntegerField(required=False)
     queue_depth = serializers.IntegerField(required=False)
