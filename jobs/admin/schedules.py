@@ -216,7 +216,7 @@ class JobScheduleAdmin(JobScheduleAdminBase):
         if schedule.pk and schedule.enabled:
             try:
                 runs = scheduler.upcoming_runs(schedule, 5)
-            except (ValueError, KeyError):
+            except scheduler.UNCOMPUTABLE:
                 runs = []
         items = format_html_join("", "<li>{}</li>", ((format_in_zone(r, schedule.timezone),) for r in runs))
         if not schedule.pk:
@@ -321,7 +321,7 @@ class JobScheduleAdmin(JobScheduleAdminBase):
                 schedule.kind, schedule.cron, schedule.interval_seconds, schedule.run_at, schedule.timezone
             )
             runs = scheduler.upcoming_runs(schedule, 5)
-        except (InvalidSchedule, ValueError, KeyError) as exc:
+        except (InvalidSchedule, *scheduler.UNCOMPUTABLE) as exc:
             return JsonResponse({"ok": False, "error": str(exc), "words": "", "runs": []})
         return JsonResponse(
             {

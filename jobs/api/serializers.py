@@ -292,7 +292,9 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
 
     type = serializers.CharField(source="job_type", max_length=100)
     payload = serializers.DictField(required=False)
-    interval_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    interval_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=scheduler.MAX_INTERVAL_SECONDS
+    )
 
     class Meta:
         model = JobSchedule
@@ -342,6 +344,11 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
             raise serializers.ValidationError(problem)
         return payload
 
+    def validate_run_at(self, run_at: datetime | None) -> datetime | None:
+        if run_at is not None and not scheduler.EARLIEST_RUN_AT <= run_at < scheduler.LATEST_RUN_AT:
+            raise serializers.ValidationError("Give a time between 1970-01-02 and 9999-01-01 (UTC).")
+        return run_at
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         merged = {**self._current(), **attrs}
         kind = merged["kind"]
@@ -385,6 +392,8 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
                 attrs["next_run_at"] = scheduler.initial_next_run(upcoming)
             except (ValueError, KeyError):  # croniter's "no such date": valid syntax that never fires
                 raise serializers.ValidationError({"cron": "This cron expression never fires."}) from None
+            except OverflowError:  # the next run would be past what a date can hold
+                raise serializers.ValidationError({KIND_FIELD[kind]: "The next run is out of range."}) from None
         return attrs
 
     def _current(self) -> dict[str, Any]:

@@ -288,6 +288,42 @@ def test_schedules__invalid_is_400_with_the_field(redis_url, admin, overrides, f
     assert state() == before
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"kind": "interval", "interval_seconds": 1e12}, "interval_seconds"),
+        ({"kind": "interval", "interval_seconds": 10**30}, "interval_seconds"),
+        ({"kind": "interval", "interval_seconds": 2**31}, "interval_seconds"),
+        ({"kind": "interval", "interval_seconds": 1.5}, "interval_seconds"),
+        ({"kind": "once", "run_at": "9999-12-31T23:59:59Z"}, "run_at"),
+        ({"kind": "once", "run_at": "9999-12-31T23:59:59-12:00"}, "run_at"),
+        ({"kind": "once", "run_at": "0001-01-01T00:00:00+14:00"}, "run_at"),
+        ({"kind": "once", "run_at": "0001-01-01T00:00:00Z", "timezone": "America/New_York"}, "run_at"),
+        ({"cron": "*/99999999999999999999 * * * *"}, "cron"),
+        ({"cron": "0-99999999999 * * * *"}, "cron"),
+        ({"cron": "0 0 1 1 *", "timezone": "Etc/GMT-14"}, None),  # a valid edge: accepted
+    ],
+)
+def test_schedules__numbers_and_dates_out_of_range_are_400_not_500(redis_url, admin, overrides, field):
+    before = state()
+    response = token_client(admin).post(SCHEDULES_URL, schedule_body(**overrides), format="json")
+    if field is None:
+        assert response.status_code == 201, response.json()
+        return
+    assert response.status_code == 400 and field in response.json(), response.json()
+    assert all(isinstance(message, str) and message for message in response.json()[field]), response.json()
+    assert state() == before
+
+
+def test_schedules__huge_interval_on_update_is_400_and_changes_nothing(redis_url, admin):
+    client = token_client(admin)
+    created = client.post(SCHEDULES_URL, schedule_body(kind="interval", interval_seconds=60), format="json").json()
+    before = state()
+    response = client.patch(f"{SCHEDULES_URL}{created['id']}/", {"interval_seconds": 1e12}, format="json")
+    assert response.status_code == 400 and "interval_seconds" in response.json()
+    assert state() == before and JobSchedule.objects.get().interval_seconds == 60
+
+
 def test_schedules__payload_field_errors_and_duplicate_name(redis_url, admin):
     client = token_client(admin)
     bad = client.post(SCHEDULES_URL, schedule_body(payload={"times": 9}), format="json").json()
