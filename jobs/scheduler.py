@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from . import reconciler
 from .conf import jobs_settings
-from .exceptions import InvalidSchedule, JobsError
+from .exceptions import InvalidSchedule, JobsError, JobTypeForbidden
 from .models import TERMINAL_STATUSES, JobLog, JobSchedule, OverlapPolicy, ScheduleKind
 from .transport.connections import TransportError
 
@@ -207,6 +207,13 @@ def tick(now: datetime | None = None) -> list[JobLog]:
                         schedule=schedule,
                         run_at=due,  # the tick it belongs to; already due, so it is queued at once
                     )
+                except JobTypeForbidden as exc:
+                    # Its owner may not submit this type (staff-only, owner not staff: saved around the API's and
+                    # the admin's check, or the owner lost staff status). Never run it as someone else: disable it,
+                    # so the refusal shows in the admin, until a staff user edits and re-enables it.
+                    logger.error("Schedule %s disabled: %s", schedule.name, exc)
+                    JobSchedule.objects.filter(pk=schedule.pk).update(enabled=False, next_run_at=None)
+                    break
                 except JobsError as exc:
                     # A schedule whose type or payload went bad must not stop the others.
                     logger.error("Schedule %s could not submit its job: %s", schedule.name, exc)

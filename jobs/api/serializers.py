@@ -324,6 +324,15 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
             raise serializers.ValidationError(str(exc)) from None
         return name
 
+    def _check_owner_may_submit(self, type_name: str) -> None:
+        # Whoever saves the schedule becomes its owner and its runs are submitted as them: a staff-only type needs a
+        # staff editor, checked now rather than refused at every tick. Without a user (code), submit() decides.
+        editor = viewer(self.context)
+        if editor is not None and registry.get(type_name).staff_only and not getattr(editor, "is_staff", False):
+            raise serializers.ValidationError(
+                {"type": f"Only staff may schedule {type_name!r} jobs: its runs are submitted as you."}
+            )
+
     def validate_timezone(self, name: str) -> str:
         try:
             ZoneInfo(name)
@@ -361,6 +370,7 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
             errors["run_at"] = "A one-off schedule needs run_at."
         if errors:
             raise serializers.ValidationError(errors)
+        self._check_owner_may_submit(merged["job_type"])
         try:
             attrs["payload"] = registry.get(merged["job_type"]).validate(merged.get("payload") or {})
         except InvalidPayload as exc:

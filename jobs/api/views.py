@@ -346,7 +346,11 @@ class ScheduleViewSet(JobsAPIView, viewsets.ModelViewSet[JobSchedule]):
     queryset = JobSchedule.objects.all()
 
     def perform_create(self, serializer: BaseSerializer[JobSchedule]) -> None:
-        # Runs are submitted as the schedule's owner: its creator.
+        # Runs are submitted as the schedule's owner: whoever last created or edited it (DESIGN.md "Permissions"),
+        # so nobody makes another user's schedule run something new in that user's name.
+        serializer.save(owner=self.request.user)
+
+    def perform_update(self, serializer: BaseSerializer[JobSchedule]) -> None:
         serializer.save(owner=self.request.user)
 
     @openapi(
@@ -360,7 +364,8 @@ class ScheduleViewSet(JobsAPIView, viewsets.ModelViewSet[JobSchedule]):
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str) -> Response:
         schedule = self.get_object()
-        # As its owner (who created it), like its regular ticks; a schedule without one runs as the caller.
+        # As its owner (who last created or edited it), like its regular ticks; one without (made in code) runs as
+        # the caller.
         job = scheduler.run_schedule_now(schedule, user=schedule.owner or request.user)
         return Response(JobSerializer(job, context=self.get_serializer_context()).data, status=202)
 

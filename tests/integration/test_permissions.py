@@ -169,7 +169,7 @@ def test_schedules__each_action_needs_its_own_permission(redis_url, admin):
     assert view.put(one, body(), format="json").status_code == 403
     assert view.post(f"{one}run/").status_code == 403
     assert view.delete(one).status_code == 403
-    assert state() == before and JobSchedule.objects.get().enabled is True
+    assert state() == before and JobSchedule.objects.get(pk=existing["id"]).enabled is True
 
     add = token_client(schedule_user("add_jobschedule"))
     assert add.get(SCHEDULES_URL).status_code == 403, "adding does not include reading"
@@ -185,7 +185,8 @@ def test_schedules__each_action_needs_its_own_permission(redis_url, admin):
     delete = token_client(schedule_user("delete_jobschedule"))
     assert delete.get(one).status_code == 403
     assert delete.delete(one).status_code == 204
-    assert list(JobSchedule.objects.values_list("name", flat=True)) == ["added"]
+    assert not JobSchedule.objects.filter(pk=existing["id"]).exists()
+    assert JobSchedule.objects.filter(name="added").exists()
 
 
 # --------------------------------------------------------------------------------------------------------------
