@@ -175,6 +175,11 @@ def test_checks__fail_manage_py_check(throwaway):
         ({"PROGRESS_PUBLISH_INTERVAL": "often"}, "jobs.E004"),
         ({"DASHBOARD_INTERVAL": -2}, "jobs.E004"),
         ({"DEFAULT_BACKOFF": (5,)}, "jobs.E014"),
+        ({"MAX_SOCKETS_PER_USER": 0}, "jobs.E003"),
+        ({"MAX_SOCKETS_PER_USER": "20"}, "jobs.E003"),
+        ({"SOCKET_RECHECK_INTERVAL": 0}, "jobs.E030"),
+        ({"SOCKET_RECHECK_INTERVAL": 61}, "jobs.E030"),
+        ({"SOCKET_RECHECK_INTERVAL": True}, "jobs.E030"),
     ],
 )
 def test_checks__bad_settings_reported(jobs, check_id, settings):
@@ -183,7 +188,13 @@ def test_checks__bad_settings_reported(jobs, check_id, settings):
 
 
 def test_checks__good_settings_pass(settings):
-    settings.JOBS = {"REDIS_URL": "redis://127.0.0.1:6379/0", "DEFAULT_BACKOFF": [1, 60], "CANCEL_GRACE": 0}
+    settings.JOBS = {
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "DEFAULT_BACKOFF": [1, 60],
+        "CANCEL_GRACE": 0,
+        "SOCKET_RECHECK_INTERVAL": 60,
+        "MAX_SOCKETS_PER_USER": 1,
+    }
     assert check_settings(None) == []
 
 
