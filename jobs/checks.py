@@ -18,6 +18,8 @@ from .registry import NAME_PATTERN, RateLimit
 
 # What DRF's SimpleRateThrottle.parse_rate() understands: it reads the count and the unit's first letter.
 SUBMIT_RATE_PATTERN = re.compile(r"^[1-9]\d*/[smhd][a-z]*$")
+# A socket whose user logged out or lost the permission is closed within this long, whatever the setting.
+MAX_SOCKET_RECHECK = 60
 
 
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
@@ -41,6 +43,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
         "MAX_PAYLOAD_BYTES",
         "DEFAULT_RETENTION_DAYS",
         "SCHEDULE_CATCH_UP",
+        "MAX_SOCKETS_PER_USER",
     ):
         value = raw.get(key, getattr(defaults, key))
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -72,6 +75,16 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                     id="jobs.E006",
                 )
             )
+    recheck = raw.get("SOCKET_RECHECK_INTERVAL", defaults.SOCKET_RECHECK_INTERVAL)
+    if isinstance(recheck, bool) or not isinstance(recheck, int | float) or not 0 < recheck <= MAX_SOCKET_RECHECK:
+        errors.append(
+            Error(
+                f"JOBS['SOCKET_RECHECK_INTERVAL'] must be a number of seconds above 0 and at most "
+                f"{MAX_SOCKET_RECHECK}, not {recheck!r}.",
+                hint="A websocket keeps receiving frames for up to this long after its user logs out.",
+                id="jobs.E007",
+            )
+        )
     errors += _backoff_errors(raw.get("DEFAULT_BACKOFF", defaults.DEFAULT_BACKOFF), "JOBS['DEFAULT_BACKOFF']")
     rate = raw.get("SUBMIT_RATE", defaults.SUBMIT_RATE)
     if rate is not None and not (isinstance(rate, str) and SUBMIT_RATE_PATTERN.match(rate)):

@@ -38,6 +38,8 @@ class JobsSettings:
     MAX_PAYLOAD_BYTES: int = 1024 * 1024
     SUBMIT_RATE: str | None = "120/minute"  # per user, DRF rate syntax; None: no limit
     MAX_FAILED_ITEMS: int = 1000  # per-item failures kept on a job; the count goes on
+    SOCKET_RECHECK_INTERVAL: float = 30.0  # seconds between checks that a websocket's user may still listen (<= 60)
+    MAX_SOCKETS_PER_USER: int = 20  # open websockets per user, across ASGI processes; the next one closes 4429
 
 
 KNOWN_KEYS = frozenset(f.name for f in fields(JobsSettings))

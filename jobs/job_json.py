@@ -12,6 +12,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
+from .access import may_see_all_jobs
 from .types import FailedItem, StatusFrame
 
 if TYPE_CHECKING:
@@ -52,8 +53,9 @@ class JobJSON(TypedDict):
 
 
 def sees_traceback(user: Any) -> bool:
-    """Whether ``user`` is shown tracebacks, in a job's ``error`` and in its events: staff only."""
-    return bool(getattr(user, "is_staff", False))
+    """Whether ``user`` is shown tracebacks, in a job's ``error`` and in its events: ``jobs.view_joblog``, whoever
+    owns the job (a traceback can name another user's data, paths and settings)."""
+    return may_see_all_jobs(user)
 
 
 def job_error(job: JobLog, *, traceback: bool = False) -> dict[str, str] | None:

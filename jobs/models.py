@@ -11,6 +11,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .access import may_see_all_jobs
+
 
 class JobStatus(models.TextChoices):
     PENDING = "pending", _("pending")
@@ -41,8 +43,8 @@ class JobLogQuerySet(models.QuerySet["JobLog"]):
         return super().update(**kwargs)
 
     def visible_to(self, user: Any) -> JobLogQuerySet:
-        """Staff see every job; everybody else only their own."""
-        if getattr(user, "is_staff", False):
+        """Users with ``jobs.view_joblog`` (or change) see every job; everybody else, staff or not, only their own."""
+        if may_see_all_jobs(user):
             return self
         if not getattr(user, "is_authenticated", False):
             return self.none()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,11 +15,20 @@ from django.utils import timezone
 
 from . import reconciler
 from .conf import jobs_settings
-from .exceptions import InvalidSchedule, JobsError
+from .exceptions import InvalidSchedule, JobsError, JobTypeForbidden
 from .models import TERMINAL_STATUSES, JobLog, JobSchedule, OverlapPolicy, ScheduleKind
 from .transport.connections import TransportError
 
 logger = logging.getLogger(__name__)
+
+
+# The column holds a 32-bit integer on every database (PositiveIntegerField): about 68 years.
+MAX_INTERVAL_SECONDS = 2**31 - 1
+# Moments the engine can do arithmetic on in any time zone (and rq can store as a timestamp).
+EARLIEST_RUN_AT = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST_RUN_AT = datetime(9999, 1, 1, tzinfo=UTC)
+# What croniter and datetime raise for a valid-looking expression or moment they cannot compute.
+UNCOMPUTABLE = (ValueError, KeyError, OverflowError)
 
 
 def validate_timing(kind: str, cron: str, interval_seconds: int | None, run_at: datetime | None, tz: str) -> None:
@@ -30,16 +40,26 @@ def validate_timing(kind: str, cron: str, interval_seconds: int | None, run_at: 
     if kind == ScheduleKind.CRON:
         if not cron or len(cron.split()) != 5 or not croniter.is_valid(cron):
             raise InvalidSchedule(f"{cron!r} is not a cron expression of five fields, e.g. '*/5 * * * *'.")
+        # No field goes past 59: a bigger number is out of its field's range, or a step croniter quietly reads as
+        # "once" (or cannot count at all).
+        if any(len(number) > 2 or int(number) > 59 for number in re.findall(r"\d+", cron)):
+            raise InvalidSchedule(f"{cron!r} has a number out of range (no cron field goes past 59).")
         try:
             croniter(cron, timezone.now()).get_next(datetime)
         except (ValueError, KeyError):  # croniter's answer for a valid expression with no date, e.g. "0 0 31 2 *"
             raise InvalidSchedule(f"{cron!r} never fires: no date matches it.") from None
+        except OverflowError:  # a step or range beyond what croniter can count, e.g. "*/99999999999999999999"
+            raise InvalidSchedule(f"{cron!r} has a number out of range.") from None
     elif kind == ScheduleKind.INTERVAL:
         if interval_seconds is None or interval_seconds < 1:
             raise InvalidSchedule("An interval schedule needs interval_seconds of at least 1.")
+        if interval_seconds > MAX_INTERVAL_SECONDS:
+            raise InvalidSchedule(f"interval_seconds may be at most {MAX_INTERVAL_SECONDS} (about 68 years).")
     elif kind == ScheduleKind.ONCE:
         if run_at is None:
             raise InvalidSchedule("A once schedule needs run_at.")
+        if not EARLIEST_RUN_AT <= run_at < LATEST_RUN_AT:
+            raise InvalidSchedule("run_at must be between 1970-01-02 and 9999-01-01 (UTC).")
     else:
         raise InvalidSchedule(f"kind must be cron, interval or once, not {kind!r}.")
 
@@ -132,7 +152,7 @@ def set_enabled(schedule: JobSchedule, enabled: bool) -> JobSchedule:
         return schedule
     try:
         next_run = initial_next_run(schedule)
-    except (ValueError, KeyError):
+    except UNCOMPUTABLE:
         raise InvalidSchedule("This schedule's timing never fires; fix it before enabling it.") from None
     if next_run is None:
         raise InvalidSchedule("This one-off schedule has already run; give it a new run_at to run it again.")
@@ -152,14 +172,14 @@ def tick(now: datetime | None = None) -> list[JobLog]:
         # New, or edited without a next run: set it (one already due runs below, in this same tick).
         try:
             first = initial_next_run(schedule, now)
-        except (ValueError, KeyError) as exc:
+        except UNCOMPUTABLE as exc:
             _disable_broken(schedule, exc)
             continue
         JobSchedule.objects.filter(pk=schedule.pk, next_run_at__isnull=True).update(next_run_at=first)
     for schedule in JobSchedule.objects.filter(enabled=True, next_run_at__lte=now).select_related("last_job"):
         try:
             ticks, next_run = due_ticks(schedule, now, catch_up)
-        except (ValueError, KeyError) as exc:
+        except UNCOMPUTABLE as exc:
             _disable_broken(schedule, exc)
             continue
         with transaction.atomic():
@@ -187,6 +207,13 @@ def tick(now: datetime | None = None) -> list[JobLog]:
                         schedule=schedule,
                         run_at=due,  # the tick it belongs to; already due, so it is queued at once
                     )
+                except JobTypeForbidden as exc:
+                    # Its owner may not submit this type (staff-only, owner not staff: saved around the API's and
+                    # the admin's check, or the owner lost staff status). Never run it as someone else: disable it,
+                    # so the refusal shows in the admin, until a staff user edits and re-enables it.
+                    logger.error("Schedule %s disabled: %s", schedule.name, exc)
+                    JobSchedule.objects.filter(pk=schedule.pk).update(enabled=False, next_run_at=None)
+                    break
                 except JobsError as exc:
                     # A schedule whose type or payload went bad must not stop the others.
                     logger.error("Schedule %s could not submit its job: %s", schedule.name, exc)

@@ -83,6 +83,9 @@ JOBS = {
     "PROGRESS_MIN_INTERVAL": 0.05,
     "HEARTBEAT_INTERVAL": 0.5,
     "SHUTDOWN_GRACE": float(os.environ.get("JOBS_TEST_SHUTDOWN_GRACE", 30)),
+    # Small in tests/integration/test_socket_limits.py, whose ASGI servers are subprocesses.
+    "SOCKET_RECHECK_INTERVAL": float(os.environ.get("JOBS_TEST_SOCKET_RECHECK_INTERVAL", 30)),
+    "MAX_SOCKETS_PER_USER": int(os.environ.get("JOBS_TEST_MAX_SOCKETS_PER_USER", 20)),
 }
 
 LOGGING = {

@@ -14,7 +14,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
-from django.contrib.auth import get_permission_codename, get_user_model
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import NotSupportedError
@@ -30,6 +30,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import registry, services
+from ..access import may_steer_all_jobs
 from ..exceptions import JobsError
 from ..job_json import job_json
 from ..models import TERMINAL_STATUSES, JobEvent, JobLog, JobStatus
@@ -54,7 +55,7 @@ else:  # Django's classes are not generic at runtime
 def can_operate_jobs(user: Any) -> bool:
     """Retry, cancel, pause, resume, requeue and empty: the admin never edits a job's fields, so the model's
     "change" permission is the right to steer jobs and queues."""
-    return bool(user.has_perm(f"{JobLog._meta.app_label}.{get_permission_codename('change', JobLog._meta)}"))
+    return may_steer_all_jobs(user)
 
 
 def id_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:

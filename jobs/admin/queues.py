@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, JsonResponse
@@ -23,6 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.generic import TemplateView, View
 
 from .. import registry, services
+from ..access import may_see_all_jobs
 from ..exceptions import QueueNotFound
 from ..models import WAITING_STATUSES, JobLog, JobStatus, Queue
 from ..monitoring import QueueStats, count_by_priority, get_finished_series, list_queue_stats
@@ -282,11 +282,7 @@ class QueueAdmin(QueueAdminBase):
         css = CSS
 
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        user = request.user
-        opts = JobLog._meta
-        return bool(
-            user.has_perm(f"{opts.app_label}.{get_permission_codename('view', opts)}") or can_operate_jobs(user)
-        )
+        return may_see_all_jobs(request.user)
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return can_operate_jobs(request.user)

@@ -80,6 +80,9 @@ def type_choices() -> list[tuple[str, str]]:
 class JobScheduleForm(JobScheduleFormBase):
     """Checked by the API's ScheduleSerializer: one set of rules for schedules, wherever they are edited."""
 
+    # Who is saving: the schedule's next owner (JobScheduleAdmin.get_form sets it; None outside the admin).
+    editor: Any = None
+
     job_type = forms.ChoiceField(
         label=_("Type"), choices=type_choices, help_text=_("The registered job type each run submits.")
     )
@@ -131,7 +134,12 @@ class JobScheduleForm(JobScheduleFormBase):
         if data["payload"] is None:  # an empty textarea: no payload
             data["payload"] = {}
         # partial: the form checks the name (and its uniqueness) itself.
-        serializer = ScheduleSerializer(instance=self.instance if self.instance.pk else None, data=data, partial=True)
+        serializer = ScheduleSerializer(
+            instance=self.instance if self.instance.pk else None,
+            data=data,
+            partial=True,
+            context={"user": self.editor},
+        )
         if not serializer.is_valid():
             for name, problems in serializer.errors.items():
                 field = "job_type" if name == "type" else name
@@ -216,7 +224,7 @@ class JobScheduleAdmin(JobScheduleAdminBase):
         if schedule.pk and schedule.enabled:
             try:
                 runs = scheduler.upcoming_runs(schedule, 5)
-            except (ValueError, KeyError):
+            except scheduler.UNCOMPUTABLE:
                 runs = []
         items = format_html_join("", "<li>{}</li>", ((format_in_zone(r, schedule.timezone),) for r in runs))
         if not schedule.pk:
@@ -234,9 +242,15 @@ class JobScheduleAdmin(JobScheduleAdminBase):
         url = reverse(f"{self.admin_site.name}:jobs_joblog_change", args=[quote(job.pk)])
         return format_html('<a href="{}">{}</a> {}', url, job.short_id, status_badge(job.status, job.pk))
 
+    def get_form(
+        self, request: HttpRequest, obj: JobSchedule | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"editor": request.user})
+
     def save_model(self, request: HttpRequest, obj: JobSchedule, form: Any, change: bool) -> None:
-        if not change and obj.owner_id is None:
-            obj.owner = request.user  # type: ignore[assignment]  # runs are submitted as the creator, like the API
+        # Runs are submitted as the owner: whoever last added or changed it, like the API.
+        obj.owner = request.user  # type: ignore[assignment]
         super().save_model(request, obj, form, change)
 
     @admin.action(permissions=["change"], description=_("Enable selected schedules"))
@@ -321,7 +335,7 @@ class JobScheduleAdmin(JobScheduleAdminBase):
                 schedule.kind, schedule.cron, schedule.interval_seconds, schedule.run_at, schedule.timezone
             )
             runs = scheduler.upcoming_runs(schedule, 5)
-        except (InvalidSchedule, ValueError, KeyError) as exc:
+        except (InvalidSchedule, *scheduler.UNCOMPUTABLE) as exc:
             return JsonResponse({"ok": False, "error": str(exc), "words": "", "runs": []})
         return JsonResponse(
             {

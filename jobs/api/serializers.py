@@ -32,7 +32,7 @@ def viewer(context: Mapping[str, Any]) -> Any:
     return request.user if request is not None else context.get("user")
 
 
-def is_staff(context: Mapping[str, Any]) -> bool:
+def shows_traceback(context: Mapping[str, Any]) -> bool:
     return sees_traceback(viewer(context))
 
 
@@ -53,7 +53,7 @@ class JobErrorSerializer(serializers.Serializer[Any]):
 
     type = serializers.CharField()
     message = serializers.CharField()
-    traceback = serializers.CharField(required=False, help_text="Staff only.")
+    traceback = serializers.CharField(required=False, help_text="Only for users with jobs.view_joblog.")
 
 
 class FailedItemSerializer(serializers.Serializer[Any]):
@@ -72,7 +72,7 @@ class JobErrorField(serializers.ReadOnlyField):
 
 
 class JobSerializer(serializers.ModelSerializer[JobLog]):
-    """A job as every client sees it; ``error.traceback`` only for staff."""
+    """A job as every client sees it; ``error.traceback`` only for users with ``jobs.view_joblog``."""
 
     # The declared fields document the shape (drf-spectacular reads them); jobs.job_json builds the answer, so the
     # API, the websockets and the admin cannot drift apart. The docstrings above are the schema's descriptions.
@@ -170,8 +170,8 @@ class JobEventSerializer(serializers.ModelSerializer[JobEvent]):
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_data(self, event: JobEvent) -> Any:
-        # Failure events record the traceback, which is staff-only like the job's own.
-        if is_staff(self.context) or not isinstance(event.data, dict):
+        # Failure events record the traceback, shown only to those who see the job's own (jobs.view_joblog).
+        if shows_traceback(self.context) or not isinstance(event.data, dict):
             return event.data
         return {k: v for k, v in event.data.items() if k != "traceback"}
 
@@ -248,7 +248,9 @@ class QueueActionSerializer(serializers.Serializer[Any]):
 
 class HealthSerializer(serializers.Serializer[Any]):
     status = serializers.ChoiceField(choices=["ok", "degraded"])
-    database = serializers.BooleanField(required=False, help_text="Staff only, like every detail below.")
+    database = serializers.BooleanField(
+        required=False, help_text="Only for users with jobs.view_joblog, like every detail below."
+    )
     redis = serializers.BooleanField(required=False)
     workers = serializers.IntegerField(required=False)
     queue_depth = serializers.IntegerField(required=False)
@@ -264,7 +266,9 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
 
     type = serializers.CharField(source="job_type", max_length=100)
     payload = serializers.DictField(required=False)
-    interval_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    interval_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=scheduler.MAX_INTERVAL_SECONDS
+    )
 
     class Meta:
         model = JobSchedule
@@ -294,6 +298,15 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
             raise serializers.ValidationError(str(exc)) from None
         return name
 
+    def _check_owner_may_submit(self, type_name: str) -> None:
+        # Whoever saves the schedule becomes its owner and its runs are submitted as them: a staff-only type needs a
+        # staff editor, checked now rather than refused at every tick. Without a user (code), submit() decides.
+        editor = viewer(self.context)
+        if editor is not None and registry.get(type_name).staff_only and not getattr(editor, "is_staff", False):
+            raise serializers.ValidationError(
+                {"type": f"Only staff may schedule {type_name!r} jobs: its runs are submitted as you."}
+            )
+
     def validate_timezone(self, name: str) -> str:
         try:
             ZoneInfo(name)
@@ -314,6 +327,11 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
             raise serializers.ValidationError(problem)
         return payload
 
+    def validate_run_at(self, run_at: datetime | None) -> datetime | None:
+        if run_at is not None and not scheduler.EARLIEST_RUN_AT <= run_at < scheduler.LATEST_RUN_AT:
+            raise serializers.ValidationError("Give a time between 1970-01-02 and 9999-01-01 (UTC).")
+        return run_at
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         merged = {**self._current(), **attrs}
         kind = merged["kind"]
@@ -326,6 +344,7 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
             errors["run_at"] = "A one-off schedule needs run_at."
         if errors:
             raise serializers.ValidationError(errors)
+        self._check_owner_may_submit(merged["job_type"])
         try:
             attrs["payload"] = registry.get(merged["job_type"]).validate(merged.get("payload") or {})
         except InvalidPayload as exc:
@@ -357,6 +376,8 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
                 attrs["next_run_at"] = scheduler.initial_next_run(upcoming)
             except (ValueError, KeyError):  # croniter's "no such date": valid syntax that never fires
                 raise serializers.ValidationError({"cron": "This cron expression never fires."}) from None
+            except OverflowError:  # the next run would be past what a date can hold
+                raise serializers.ValidationError({KIND_FIELD[kind]: "The next run is out of range."}) from None
         return attrs
 
     def _current(self) -> dict[str, Any]:

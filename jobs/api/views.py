@@ -16,15 +16,16 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import status, viewsets
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import CursorPagination
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView, exception_handler
 
 from .. import registry, scheduler, services
+from ..access import may_see_all_jobs, may_steer_job
 from ..exceptions import (
     IdempotencyConflict,
     InvalidPayload,
@@ -43,7 +44,7 @@ from ..exceptions import (
 from ..models import JobEvent, JobLog, JobSchedule
 from ..monitoring import get_health, list_queue_stats
 from .parsers import StrictJSONParser
-from .permissions import IsStaff
+from .permissions import SchedulePermissions, SeesAllJobs, SteersAllJobs
 from .serializers import (
     HealthSerializer,
     JobCreateSerializer,
@@ -160,7 +161,7 @@ def problem(description: str) -> OpenApiResponse:
 
 
 class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
-    """Submit jobs and follow or steer your own (staff: everyone's)."""
+    """Submit jobs and follow or steer your own (with jobs.view_joblog / change_joblog: everyone's)."""
 
     schema = AutoSchema()
     serializer_class = JobSerializer
@@ -170,11 +171,18 @@ class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
 
     def get_queryset(self) -> QuerySet[JobLog]:
         # Columns the job JSON never shows to this user stay in the database: a payload may be 1 MiB.
-        hidden = ["payload"] if getattr(self.request.user, "is_staff", False) else ["payload", "traceback"]
+        hidden = ["payload"] if may_see_all_jobs(self.request.user) else ["payload", "traceback"]
         return JobLog.objects.visible_to(self.request.user).defer(*hidden)
 
     def get_object(self) -> JobLog:
         return services.get_job(self.kwargs["pk"], user=self.request.user)
+
+    def get_steerable_object(self) -> JobLog:
+        """The job to cancel or retry: 404 if the caller cannot see it, 403 if they may see but not steer it."""
+        job = self.get_object()
+        if not may_steer_job(self.request.user, job.owner_id):
+            raise PermissionDenied("You need the jobs.change_joblog permission to steer other users' jobs.")
+        return job
 
     @openapi(
         parameters=[JobListFilterSerializer],
@@ -246,24 +254,30 @@ class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
 
     @openapi(
         request=None,
-        responses={202: JobSerializer, 404: problem("No such job, or not yours."), 409: problem("Already finished.")},
+        responses={
+            202: JobSerializer,
+            403: problem("Someone else's job, and no jobs.change_joblog permission."),
+            404: problem("No such job, or not yours."),
+            409: problem("Already finished."),
+        },
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        job = services.cancel_job(self.get_object(), user=request.user)
+        job = services.cancel_job(self.get_steerable_object(), user=request.user)
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @openapi(
         request=None,
         responses={
             202: JobSerializer,
+            403: problem("Someone else's job, and no jobs.change_joblog permission."),
             404: problem("No such job, or not yours."),
             409: problem("Only failed or canceled jobs can be retried."),
         },
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        job = services.retry_job(self.get_object(), user=request.user)
+        job = services.retry_job(self.get_steerable_object(), user=request.user)
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -288,12 +302,15 @@ class JobTypeListView(JobsAPIView):
 
 
 class QueueViewSet(JobsAPIView, viewsets.ViewSet):
-    """Operator controls per job queue (every priority level of it)."""
+    """Operator controls per job queue (every priority level of it): stats with jobs.view_joblog, the rest with
+    jobs.change_joblog."""
 
     schema = AutoSchema()
-    permission_classes = [IsStaff]
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
+
+    def get_permissions(self) -> list[BasePermission]:
+        return [SeesAllJobs() if self.action in ("list", "metadata") else SteersAllJobs()]
 
     @openapi(responses=QueueStatsSerializer(many=True))
     def list(self, request: Request) -> Response:
@@ -318,16 +335,20 @@ class QueueViewSet(JobsAPIView, viewsets.ViewSet):
 
 
 class ScheduleViewSet(JobsAPIView, viewsets.ModelViewSet[JobSchedule]):
-    """Cron, interval and one-off submissions (staff)."""
+    """Cron, interval and one-off submissions (jobs.*_jobschedule permissions)."""
 
     schema = AutoSchema()
-    permission_classes = [IsStaff]
+    permission_classes = [SchedulePermissions]
     serializer_class = ScheduleSerializer
     pagination_class = ByName
     queryset = JobSchedule.objects.all()
 
     def perform_create(self, serializer: BaseSerializer[JobSchedule]) -> None:
-        # Runs are submitted as the schedule's owner: its creator.
+        # Runs are submitted as the schedule's owner: whoever last created or edited it (DESIGN.md "Permissions"),
+        # so nobody makes another user's schedule run something new in that user's name.
+        serializer.save(owner=self.request.user)
+
+    def perform_update(self, serializer: BaseSerializer[JobSchedule]) -> None:
         serializer.save(owner=self.request.user)
 
     @openapi(
@@ -341,13 +362,14 @@ class ScheduleViewSet(JobsAPIView, viewsets.ModelViewSet[JobSchedule]):
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str) -> Response:
         schedule = self.get_object()
-        # As its owner (who created it), like its regular ticks; a schedule without one runs as the caller.
+        # As its owner (who last created or edited it), like its regular ticks; one without (made in code) runs as
+        # the caller.
         job = scheduler.run_schedule_now(schedule, user=schedule.owner or request.user)
         return Response(JobSerializer(job, context=self.get_serializer_context()).data, status=202)
 
 
 class HealthView(JobsAPIView):
-    """200 when the database, Redis and at least one worker are up, else 503; details for staff only."""
+    """200 when the database, Redis and at least one worker are up, else 503; details with jobs.view_joblog."""
 
     schema = AutoSchema()
     permission_classes = [AllowAny]
@@ -355,9 +377,7 @@ class HealthView(JobsAPIView):
     @openapi(responses={200: HealthSerializer, 503: HealthSerializer})
     def get(self, request: Request) -> Response:
         health = get_health()
-        body: dict[str, Any] = (
-            dict(health) if getattr(request.user, "is_staff", False) else {"status": health["status"]}
-        )
+        body: dict[str, Any] = dict(health) if may_see_all_jobs(request.user) else {"status": health["status"]}
         code = status.HTTP_200_OK if health["status"] == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
         return Response(body, status=code)
 

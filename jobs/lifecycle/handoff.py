@@ -31,7 +31,16 @@ def queue_new(jobs: Sequence[JobLog], *, publish: bool = True) -> None:
     with transaction.atomic():  # a savepoint inside the caller's transaction: a unique key clash stays contained
         JobLog.objects.bulk_create(jobs, batch_size=IN_CLAUSE)
         JobEvent.objects.bulk_create(
-            (JobEvent(job=job, kind=EventKind.SUBMITTED, status=job.status, data=submitted_data(job)) for job in jobs),
+            (
+                JobEvent(
+                    job=job,
+                    kind=EventKind.SUBMITTED,
+                    status=job.status,
+                    message=submitted_message(job),
+                    data=submitted_data(job),
+                )
+                for job in jobs
+            ),
             batch_size=IN_CLAUSE,
         )
     transaction.on_commit(partial(hand_over, list(jobs), publish=publish, raise_errors=False))
@@ -41,7 +50,16 @@ def submitted_data(job: JobLog) -> dict[str, Any]:
     data: dict[str, Any] = {"priority": job.priority, "queue": job.queue}
     if job.run_at:
         data["run_at"] = job.run_at.isoformat()
+    if job.schedule_id is not None:
+        # Runs are submitted as the schedule's owner: the timeline says which schedule did it, and who owned it.
+        data["schedule"] = {"id": job.schedule_id, "name": job.schedule.name if job.schedule else ""}
     return data
+
+
+def submitted_message(job: JobLog) -> str:
+    if job.schedule_id is None or job.schedule is None:
+        return ""
+    return f"Submitted by schedule {job.schedule.name!r} (#{job.schedule_id})."
 
 
 def waiting_status(run_at: datetime | None, now: datetime) -> JobStatus:

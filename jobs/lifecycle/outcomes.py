@@ -17,12 +17,38 @@ from ..models import EventKind, JobEvent, JobLog, JobStatus
 from .handoff import hand_over, waiting_status
 from .rows import event, taken_over, this_attempt
 
+# The longest error message shown to a job's owner; the whole text goes to the traceback.
+MAX_ERROR_MESSAGE = 500
+TRACEBACK_HEADER = "Traceback (most recent call last)"
+
 
 @dataclass(frozen=True)
 class Error:
+    """An attempt's error. ``message`` is one line: the owner sees it (job JSON, status frames, the timeline).
+    A longer text (a traceback carried in an exception's message, many lines) goes whole to ``traceback``, which
+    only users with jobs.view_joblog see: tracebacks name files, settings and other users' data."""
+
     type: str
     message: str
     traceback: str = ""
+
+    def __post_init__(self) -> None:
+        summary = one_line(self.message)
+        if summary == self.message:
+            return
+        full = self.message.strip()
+        object.__setattr__(self, "message", summary)
+        if full and full not in self.traceback:
+            object.__setattr__(self, "traceback", f"{self.traceback.rstrip()}\n\n{full}".strip())
+
+
+def one_line(text: str) -> str:
+    """The line of ``text`` that says what went wrong: the last one of a traceback, else the first; shortened."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1] if TRACEBACK_HEADER in text else lines[0]
+    return line if len(line) <= MAX_ERROR_MESSAGE else line[: MAX_ERROR_MESSAGE - 1] + "…"
 
 
 def fail(job: JobLog, error: Error, progress: Mapping[str, Any] | None = None) -> bool:
@@ -133,6 +159,7 @@ def lost(job_id: Any, reason: str) -> None:
     job = JobLog.objects.filter(pk=job_id, status=JobStatus.RUNNING).first()
     if job is None:
         return
+    reason = one_line(reason)  # shown to the owner, like every error message
     if job.cancel_requested_at is not None:
         _finish(job, JobStatus.CANCELED, EventKind.CANCELED, None, fields={}, message=reason)
         return

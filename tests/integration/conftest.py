@@ -21,4 +21,5 @@ def bob(transactional_db: None) -> Any:
 
 @pytest.fixture
 def admin(transactional_db: None) -> Any:
-    return make_user("admin", is_staff=True)
+    # A superuser: staff without the jobs permissions is a plain user (tests/integration/test_permissions.py).
+    return make_user("admin", is_staff=True, is_superuser=True)

@@ -437,6 +437,19 @@ def test_schedule_form__creates_with_next_run_and_owner(root):
     assert schedule.payload == {"name": "Ada", "times": 1}  # the serializer's defaults are stored
 
 
+def test_schedule_form__the_last_editor_owns_it(root):
+    editor = grant(make_user("editor", is_staff=True), "view_jobschedule", "change_jobschedule")
+    schedule = JobSchedule.objects.create(name="every five", job_type="greet", cron="*/5 * * * *", owner=root)
+
+    response = login(editor).post(
+        reverse("admin:jobs_jobschedule_change", args=[schedule.pk]), schedule_form(payload=json.dumps({"name": "Bo"}))
+    )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    schedule.refresh_from_db()
+    assert schedule.owner == editor and schedule.payload == {"name": "Bo", "times": 1}
+
+
 def test_schedule_form__empty_payload_is_an_empty_object(root):
     response = login(root).post(reverse("admin:jobs_jobschedule_add"), schedule_form(job_type="echo", payload=""))
     assert response.status_code == 302

@@ -331,8 +331,10 @@ def test_fuzz__post_jobs_raw_bytes(client, unthrottled, raw):
     ),
 )
 def test_fuzz__path_segments_and_query_values(redis_url, unthrottled, segment, route):
-    # Staff, so that every route is reached past its permission check.
-    admin, _ = get_user_model().objects.get_or_create(username="fuzz-admin", defaults={"is_staff": True})
+    # A superuser, so that every route is reached past its permission check.
+    admin, _ = get_user_model().objects.get_or_create(
+        username="fuzz-admin", defaults={"is_staff": True, "is_superuser": True}
+    )
     method, template = route
     before = state()
     response = getattr(token_client(admin), method)(template.format(quote(segment, safe="")))

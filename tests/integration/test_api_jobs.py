@@ -12,7 +12,8 @@ from django.utils.dateparse import parse_datetime
 
 from jobs.models import EventKind, JobEvent, JobLog, JobStatus
 from jobs.transport.queues import queue_lengths
-from tests.factories import make_job
+from tests.factories import make_job, make_user
+from tests.integration.admin_support import grant
 from tests.integration.api_support import JOB_KEYS, JOBS_URL, job_url, session_client, state, token_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -182,6 +183,40 @@ def test_retrieve__traceback_for_staff_only(redis_url, alice, admin):
         "message": "bad row",
         "traceback": "Traceback (most recent call last): ...",
     }
+
+
+LEAKY_MESSAGE = (
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/secret_settings.py", line 3, in <module>\n'
+    "    PASSWORD = os.environ['DATABASE_PASSWORD']\n"
+    "KeyError: 'DATABASE_PASSWORD'"
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "shown", "secret"),
+    [
+        (LEAKY_MESSAGE, "KeyError: 'DATABASE_PASSWORD'", "secret_settings.py"),  # a traceback in an exception's text
+        ("first line\nsecret second line", "first line", "secret second line"),
+        ("x" * 5000 + "secret tail", "x" * 499 + "…", "secret tail"),
+    ],
+)
+def test_retrieve__owner_gets_a_one_line_error_the_rest_goes_to_the_traceback(
+    redis_url, alice, drain, message, shown, secret
+):
+    # The handler runs in a child process: its error crosses the pipe and the runner as text.
+    job = token_client(alice).post(JOBS_URL, {"type": "isolated-echo", "payload": {"fail": message}}, format="json")
+    drain(lambda: fresh(job.json()["id"]).status == JobStatus.FAILED)
+    auditor = grant(make_user("auditor"), "view_joblog")
+
+    owner_view = token_client(alice).get(job_url(job.json())).json()
+    timeline = token_client(alice).get(job_url(job.json(), "events")).json()["results"]
+
+    assert owner_view["error"] == {"type": "PermanentError", "message": shown}
+    assert [event["message"] for event in timeline if event["kind"] == "failed"] == [shown]
+    assert secret not in str(owner_view) and secret not in str(timeline)
+    staff_view = token_client(auditor).get(job_url(job.json())).json()
+    assert staff_view["error"]["message"] == shown and message in staff_view["error"]["traceback"]
 
 
 def test_retrieve__session_auth_reads_without_csrf(redis_url, alice):
@@ -367,9 +402,12 @@ def test_list__query_count_does_not_grow_with_page_size(redis_url, alice, admin,
 
     for name in ("token", "staff-token", "session"):
         assert counts[name, 5] == counts[name, 50]
-    # Token: the token lookup (joined with its user) and the page. Session: session, user, page.
-    assert counts["token", 50] == counts["staff-token", 50] == 2
-    assert counts["session", 50] == 3
+    # Token: the token lookup (joined with its user) and the page. Session: session, user, page. A user who is not a
+    # superuser adds Django's two permission lookups (their own and their groups'), once per request: may they see
+    # everyone's jobs (jobs.view_joblog)?
+    assert counts["staff-token", 50] == 2
+    assert counts["token", 50] == 2 + 2
+    assert counts["session", 50] == 3 + 2
 
 
 def test_list__max_queries_with_pytest_django(redis_url, alice, django_assert_max_num_queries):
@@ -377,7 +415,8 @@ def test_list__max_queries_with_pytest_django(redis_url, alice, django_assert_ma
         make_job(owner=alice)
     client = token_client(alice)
     for size in (5, 50):
-        with django_assert_max_num_queries(2):
+        # The token with its user, the user's and their groups' permissions (jobs.view_joblog?), the page.
+        with django_assert_max_num_queries(4):
             assert len(client.get(JOBS_URL, {"page_size": size}).json()["results"]) == size
 
 

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from croniter import croniter
+from django.contrib.auth.models import Permission
 from django.contrib.staticfiles import finders
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -17,7 +18,7 @@ from jobs import scheduler
 from jobs.models import JobLog, JobSchedule, JobStatus
 from jobs.services import submit
 from tests.conftest import wait_for
-from tests.factories import make_job
+from tests.factories import make_job, make_user
 from tests.integration.api_support import JOB_KEYS, JOBS_URL, session_client, state, token_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -288,6 +289,42 @@ def test_schedules__invalid_is_400_with_the_field(redis_url, admin, overrides, f
     assert state() == before
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"kind": "interval", "interval_seconds": 1e12}, "interval_seconds"),
+        ({"kind": "interval", "interval_seconds": 10**30}, "interval_seconds"),
+        ({"kind": "interval", "interval_seconds": 2**31}, "interval_seconds"),
+        ({"kind": "interval", "interval_seconds": 1.5}, "interval_seconds"),
+        ({"kind": "once", "run_at": "9999-12-31T23:59:59Z"}, "run_at"),
+        ({"kind": "once", "run_at": "9999-12-31T23:59:59-12:00"}, "run_at"),
+        ({"kind": "once", "run_at": "0001-01-01T00:00:00+14:00"}, "run_at"),
+        ({"kind": "once", "run_at": "0001-01-01T00:00:00Z", "timezone": "America/New_York"}, "run_at"),
+        ({"cron": "*/99999999999999999999 * * * *"}, "cron"),
+        ({"cron": "0-99999999999 * * * *"}, "cron"),
+        ({"cron": "0 0 1 1 *", "timezone": "Etc/GMT-14"}, None),  # a valid edge: accepted
+    ],
+)
+def test_schedules__numbers_and_dates_out_of_range_are_400_not_500(redis_url, admin, overrides, field):
+    before = state()
+    response = token_client(admin).post(SCHEDULES_URL, schedule_body(**overrides), format="json")
+    if field is None:
+        assert response.status_code == 201, response.json()
+        return
+    assert response.status_code == 400 and field in response.json(), response.json()
+    assert all(isinstance(message, str) and message for message in response.json()[field]), response.json()
+    assert state() == before
+
+
+def test_schedules__huge_interval_on_update_is_400_and_changes_nothing(redis_url, admin):
+    client = token_client(admin)
+    created = client.post(SCHEDULES_URL, schedule_body(kind="interval", interval_seconds=60), format="json").json()
+    before = state()
+    response = client.patch(f"{SCHEDULES_URL}{created['id']}/", {"interval_seconds": 1e12}, format="json")
+    assert response.status_code == 400 and "interval_seconds" in response.json()
+    assert state() == before and JobSchedule.objects.get().interval_seconds == 60
+
+
 def test_schedules__payload_field_errors_and_duplicate_name(redis_url, admin):
     client = token_client(admin)
     bad = client.post(SCHEDULES_URL, schedule_body(payload={"times": 9}), format="json").json()
@@ -329,6 +366,57 @@ def test_schedules__run_now_submits_as_the_owner(redis_url, admin):
     assert JobLog.objects.get(pk=job["id"]).payload == {"name": "Ada", "times": 1}
     after = client.get(f"{SCHEDULES_URL}{schedule['id']}/").json()
     assert after["last_job"] == job["id"] and parse_datetime(after["last_run_at"]) is not None
+
+
+def test_schedules__the_last_editor_owns_it_and_its_runs_are_theirs(redis_url, admin):
+    editor = make_user("editor", is_staff=True)
+    editor.user_permissions.add(*Permission.objects.filter(codename__in=["view_jobschedule", "change_jobschedule"]))
+    body = schedule_body(kind="interval", interval_seconds=60, overlap="allow")
+    created = token_client(admin).post(SCHEDULES_URL, body, format="json")
+    url = f"{SCHEDULES_URL}{created.json()['id']}/"
+    mine = JobSchedule.objects.filter(pk=created.json()["id"])
+
+    assert token_client(editor).patch(url, {"payload": {"name": "Bo"}}, format="json").status_code == 200
+    assert mine.get().owner == editor
+    ran = token_client(editor).post(f"{url}run/").json()
+    due = mine.get().next_run_at + timedelta(seconds=1)
+    ticked = [job for job in scheduler.tick(now=due) if job.schedule_id == created.json()["id"]]
+
+    assert ran["owner"] == editor.pk and [job.owner for job in ticked] == [editor], "never as the creator (admin)"
+    assert token_client(admin).put(url, body, format="json").status_code == 200
+    assert mine.get().owner == admin
+
+
+def test_schedules__each_run_names_its_schedule_in_its_timeline(redis_url, admin):
+    client = token_client(admin)
+    schedule = client.post(SCHEDULES_URL, schedule_body(), format="json").json()
+    job = client.post(f"{SCHEDULES_URL}{schedule['id']}/run/").json()
+
+    (submitted,) = client.get(f"{JOBS_URL}{job['id']}/events/").json()["results"]
+
+    assert submitted["kind"] == "submitted"
+    assert submitted["data"]["schedule"] == {"id": schedule["id"], "name": "nightly"}
+    assert "'nightly'" in submitted["message"] and f"#{schedule['id']}" in submitted["message"]
+
+
+def test_schedules__a_staff_only_type_needs_a_staff_editor(redis_url, admin):
+    # Not staff, but with every schedule permission: the runs would be submitted as this user.
+    scheduler_user = make_user("planner")
+    scheduler_user.user_permissions.add(*Permission.objects.filter(codename__endswith="_jobschedule"))
+    client = token_client(scheduler_user)
+    before = state()
+
+    refused = client.post(SCHEDULES_URL, schedule_body(type="admin-only", payload={}), format="json")
+
+    assert refused.status_code == 400 and "Only staff" in refused.json()["type"][0]
+    assert state() == before
+    staff_made = token_client(admin).post(SCHEDULES_URL, schedule_body(type="admin-only", payload={}), format="json")
+    assert staff_made.status_code == 201
+    renamed = client.patch(f"{SCHEDULES_URL}{staff_made.json()['id']}/", {"name": "mine now"}, format="json")
+    assert renamed.status_code == 400 and "type" in renamed.json()
+    kept = JobSchedule.objects.get(pk=staff_made.json()["id"])
+    assert kept.owner == admin and kept.name == "nightly"
+    assert client.post(SCHEDULES_URL, schedule_body(name="x"), format="json").status_code == 201, "other types: fine"
 
 
 def test_schedules__run_now_of_an_unknown_schedule_is_404(redis_url, admin):

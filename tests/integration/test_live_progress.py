@@ -188,6 +188,7 @@ def test_refusals__close_codes_match_the_contract(redis_url, alice, bob, admin):
     anonymous = [ORIGIN]
     alice_session, alice_token = session_headers(alice), token_headers(alice)
     bob_session, admin_session = session_headers(bob), session_headers(admin)
+    plain_staff_session = session_headers(make_user("plain-staff", is_staff=True))
     bad_token = [ORIGIN, (b"authorization", b"Token nope")]
 
     async def scenario() -> dict[str, int | None]:
@@ -200,7 +201,10 @@ def test_refusals__close_codes_match_the_contract(redis_url, alice, bob, admin):
             "malformed id": await close_code("/ws/jobs/not-a-uuid/", alice_session),
             "bad token": await close_code(f"/ws/jobs/{job.id}/", bad_token),
             "non-staff dashboard": await close_code("/ws/dashboard/", alice_token),
-            "staff without the jobs permission, dashboard": await close_code("/ws/dashboard/", admin_session),
+            "staff without the jobs permission, dashboard": await close_code("/ws/dashboard/", plain_staff_session),
+            "staff without the jobs permission, other user's job": await close_code(
+                f"/ws/jobs/{job.id}/", plain_staff_session
+            ),
             "owner": await close_code(f"/ws/jobs/{job.id}/", alice_token),
             "staff": await close_code(f"/ws/jobs/{job.id}/", admin_session),
         }
@@ -216,6 +220,7 @@ def test_refusals__close_codes_match_the_contract(redis_url, alice, bob, admin):
         "bad token": CLOSE_UNAUTHENTICATED,
         "non-staff dashboard": CLOSE_FORBIDDEN,
         "staff without the jobs permission, dashboard": CLOSE_FORBIDDEN,
+        "staff without the jobs permission, other user's job": CLOSE_NOT_FOUND,
         "owner": None,
         "staff": None,
     }
@@ -246,7 +251,9 @@ def test_staff_snapshot_carries_the_traceback_owner_snapshot_does_not(redis_url,
         await communicator.disconnect()
         return dict(frame["job"])
 
-    owner_headers, staff_headers = session_headers(alice), session_headers(make_user("ops", is_staff=True))
+    viewer = make_user("ops", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_joblog"))
+    owner_headers, staff_headers = session_headers(alice), session_headers(viewer)
     owner_view = run(snapshot, owner_headers)
     staff_view = run(snapshot, staff_headers)
     assert owner_view["status"] == staff_view["status"] == "failed"

@@ -141,3 +141,18 @@ def test_tick__a_schedule_that_never_fires_is_disabled_not_fatal(redis_url):
     assert job.job_type == "echo"
     broken.refresh_from_db()
     assert broken.enabled is False
+
+
+def test_tick__a_staff_only_schedule_of_a_non_staff_owner_is_refused_and_disabled(redis_url, caplog):
+    # Saved around the API's and the admin's check (in code), or its owner lost staff status since.
+    schedule = make_schedule(
+        job_type="admin-only", payload={}, owner=make_user("alice"), next_run_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    assert [job for job in tick() if job.schedule_id == schedule.pk] == []
+
+    schedule.refresh_from_db()
+    assert not JobLog.objects.filter(schedule=schedule).exists(), "never run as anybody else"
+    assert schedule.enabled is False and schedule.next_run_at is None
+    assert "Schedule every-second disabled: Only staff may submit 'admin-only' jobs." in caplog.text
+    assert not JobLog.objects.filter(schedule=schedule).exists()

@@ -183,6 +183,11 @@ def test_checks__fail_manage_py_check(throwaway):
         ({"REDIS_SOCKET_TIMEOUT": 0}, "jobs.E006"),
         ({"REDIS_SOCKET_TIMEOUT": None}, "jobs.E006"),
         ({"REDIS_CONNECT_TIMEOUT": "5s"}, "jobs.E006"),
+        ({"MAX_SOCKETS_PER_USER": 0}, "jobs.E003"),
+        ({"MAX_SOCKETS_PER_USER": "20"}, "jobs.E003"),
+        ({"SOCKET_RECHECK_INTERVAL": 0}, "jobs.E007"),
+        ({"SOCKET_RECHECK_INTERVAL": 61}, "jobs.E007"),
+        ({"SOCKET_RECHECK_INTERVAL": True}, "jobs.E007"),
     ],
 )
 def test_checks__bad_settings_reported(jobs, check_id, settings):
@@ -197,6 +202,8 @@ def test_checks__good_settings_pass(settings):
         "CANCEL_GRACE": 0,
         "REDIS_SOCKET_TIMEOUT": 0.5,
         "REDIS_CONNECT_TIMEOUT": 2,
+        "SOCKET_RECHECK_INTERVAL": 60,
+        "MAX_SOCKETS_PER_USER": 1,
     }
     assert check_settings(None) == []
 
