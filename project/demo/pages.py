@@ -17,7 +17,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.authtoken.models import Token
 
 from jobs import submit
 from jobs.exceptions import InvalidPayload, JobsError
@@ -38,8 +40,17 @@ SAMPLE_ROWS = 40
 
 @login_required
 @require_GET
+@never_cache  # the page shows the user's API token: no shared cache keeps it
 def home(request: HttpRequest) -> HttpResponse:
     return render_home(request)
+
+
+@login_required
+@require_POST
+def api_token(request: HttpRequest) -> HttpResponse:
+    """Create the user's REST API token if they have none; the home page shows it (never a URL: URLs get logged)."""
+    Token.objects.get_or_create(user=request.user)
+    return redirect("/#api-token")
 
 
 def render_home(
@@ -90,6 +101,7 @@ def render_home(
         "ai_local": ai_is_local(),
         "ai_model": getattr(settings, "AI_MODEL", ""),
         "ai_base_url": getattr(settings, "AI_BASE_URL", ""),
+        "api_token": Token.objects.filter(user_id=request.user.pk).values_list("key", flat=True).first(),
     }
     return render(request, "demo/home.html", context, status=status)
 

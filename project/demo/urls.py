@@ -6,6 +6,7 @@ from . import llm_server, pages, views
 
 urlpatterns = [
     path("", pages.home, name="home"),
+    path("api-token/", pages.api_token, name="api-token"),
     path("jobs/", pages.job_list, name="job-list"),
     path("jobs/start/<str:type_name>/", pages.start_job, name="start-job"),
     path("jobs/<uuid:job_id>/", views.job_detail, name="job-detail"),
