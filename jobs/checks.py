@@ -44,6 +44,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
         "DEFAULT_RETENTION_DAYS",
         "SCHEDULE_CATCH_UP",
         "MAX_SOCKETS_PER_USER",
+        "MAX_UPLOAD_BYTES",
     ):
         value = raw.get(key, getattr(defaults, key))
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -86,6 +87,16 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             )
         )
     errors += _backoff_errors(raw.get("DEFAULT_BACKOFF", defaults.DEFAULT_BACKOFF), "JOBS['DEFAULT_BACKOFF']")
+    for key in ("UPLOAD_EXTENSIONS", "UPLOAD_CONTENT_TYPES"):
+        value = raw.get(key, getattr(defaults, key))
+        if not (isinstance(value, tuple | list) and all(isinstance(v, str) and v == v.lower() for v in value)):
+            errors.append(
+                Error(
+                    f"JOBS['{key}'] must be a tuple of lowercase strings, not {value!r}.",
+                    hint='For example (".csv", ".txt") and ("text/csv", "text/plain"); empty refuses every upload.',
+                    id="jobs.E008",
+                )
+            )
     rate = raw.get("SUBMIT_RATE", defaults.SUBMIT_RATE)
     if rate is not None and not (isinstance(rate, str) and SUBMIT_RATE_PATTERN.match(rate)):
         errors.append(

@@ -40,6 +40,20 @@ class JobsSettings:
     MAX_FAILED_ITEMS: int = 1000  # per-item failures kept on a job; the count goes on
     SOCKET_RECHECK_INTERVAL: float = 30.0  # seconds between checks that a websocket's user may still listen (<= 60)
     MAX_SOCKETS_PER_USER: int = 20  # open websockets per user, across ASGI processes; the next one closes 4429
+    # POST /api/uploads/: files jobs read (a payload names one by id). The client's declared type and the file name's
+    # extension must both be allowed: curl and some browsers send application/octet-stream for a .csv.
+    MAX_UPLOAD_BYTES: int = 10 * 1024 * 1024
+    UPLOAD_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv", ".txt", ".json")
+    UPLOAD_CONTENT_TYPES: tuple[str, ...] = (
+        "text/csv",
+        "text/plain",
+        "text/tab-separated-values",
+        "application/json",
+        "application/csv",
+        "text/x-csv",
+        "application/vnd.ms-excel",  # what Windows calls a .csv
+        "application/octet-stream",  # "some bytes": curl's choice for a .csv
+    )
 
 
 KNOWN_KEYS = frozenset(f.name for f in fields(JobsSettings))

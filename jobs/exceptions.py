@@ -94,6 +94,30 @@ class InvalidSchedule(JobsError):
     code = "invalid_schedule"
 
 
+class UploadRefused(JobsError):
+    """This file cannot be uploaded."""
+
+    code = "invalid_upload"
+
+
+class UploadTooLarge(UploadRefused):
+    """The file is larger than JOBS["MAX_UPLOAD_BYTES"] allows."""
+
+    code = "upload_too_large"
+
+
+class UploadTypeRefused(UploadRefused):
+    """Files of this kind cannot be uploaded here."""
+
+    code = "unsupported_file_type"
+
+
+class UploadNotFound(JobsError):
+    """No such upload."""
+
+    code = "not_found"
+
+
 class PermanentError(Exception):
     """Raised by a handler to fail its job at once, without further attempts (runner control flow)."""
 

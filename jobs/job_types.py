@@ -10,7 +10,12 @@ from .retention import cleanup_finished_jobs
 
 @job_type("jobs-cleanup", queue="jobs-maintenance", staff_only=True, max_attempts=1, timeout=3600)
 def cleanup(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
-    """Delete finished jobs past their type's retention (scheduled daily by the migration that adds it)."""
+    """Delete finished jobs past their type's retention, and old uploads (scheduled daily by the migration that adds
+    it)."""
 
     report = cleanup_finished_jobs()
-    return {"jobs_deleted": report.jobs_deleted, "events_deleted": report.events_deleted}
+    return {
+        "jobs_deleted": report.jobs_deleted,
+        "events_deleted": report.events_deleted,
+        "uploads_deleted": report.uploads_deleted,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any, ClassVar
 
@@ -253,6 +254,36 @@ class PausedQueue(models.Model):
         verbose_name = _("paused queue")
         verbose_name_plural = _("paused queues")
         ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def upload_to(instance: Upload, filename: str) -> str:
+    """A random name under ``uploads/``: the client's file name is kept in ``Upload.name``, never used as a path."""
+    return f"uploads/{uuid.uuid4().hex}{os.path.splitext(filename)[1].lower()}"
+
+
+class Upload(models.Model):
+    """A file sent to ``POST /api/uploads/`` for jobs to read: a payload names it by id (see jobs.uploads)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    file = models.FileField(upload_to=upload_to, max_length=255)  # in default_storage
+    name = models.CharField(max_length=255, help_text=_("The file's name as the client sent it."))
+    size = models.PositiveBigIntegerField()
+    content_type = models.CharField(max_length=100, help_text=_("As the client declared it."))
+    # CASCADE: a user's files go with the user (the post_delete receiver deletes them from storage).
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="job_uploads"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("upload")
+        verbose_name_plural = _("uploads")
+        ordering = ("-created_at",)
+        # Retention's cleanup: the uploads older than a cutoff, oldest first.
+        indexes = [models.Index(fields=["created_at"], name="upload_retention")]
 
     def __str__(self) -> str:
         return self.name

@@ -1,4 +1,5 @@
-"""Retention: finished jobs older than their type's retention are deleted, in small batches."""
+"""Retention: finished jobs older than their type's retention are deleted, in small batches; so are uploads older
+than ``JOBS["DEFAULT_RETENTION_DAYS"]`` (their files go with their rows: jobs.uploads)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from django.utils import timezone
 
 from . import registry
 from .conf import jobs_settings
-from .models import TERMINAL_STATUSES, JobEvent, JobLog, JobLogQuerySet
+from .models import TERMINAL_STATUSES, JobEvent, JobLog, JobLogQuerySet, Upload
 
 
 @dataclass
 class CleanupReport:
     jobs_deleted: int = 0
     events_deleted: int = 0
+    uploads_deleted: int = 0
 
 
 def cleanup_finished_jobs(*, now: datetime | None = None, batch_size: int = 1000) -> CleanupReport:
@@ -37,7 +39,31 @@ def cleanup_finished_jobs(*, now: datetime | None = None, batch_size: int = 1000
             report.events_deleted += events
             if len(ids) < batch_size:
                 break
+    report.uploads_deleted = cleanup_old_uploads(now=now, batch_size=batch_size)
     return report
+
+
+def cleanup_old_uploads(*, now: datetime, batch_size: int = 1000) -> int:
+    """Delete uploads older than ``DEFAULT_RETENTION_DAYS``, whatever jobs named them; returns how many.
+
+    Counted from the upload, not from a job's end: an upload outlives no retention period by being named again.
+    """
+    cutoff = now - timedelta(days=jobs_settings().DEFAULT_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(
+            Upload.objects.filter(created_at__lt=cutoff)
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            break
+        # QuerySet.delete() sends post_delete per row: the receiver deletes each file after the commit.
+        _total, per_model = Upload.objects.filter(pk__in=ids).delete()
+        deleted += per_model.get(Upload._meta.label, 0)
+        if len(ids) < batch_size:
+            break
+    return deleted
 
 
 def cutoffs(now: datetime) -> list[tuple[str, datetime]]:

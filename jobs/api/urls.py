@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import views
+from . import uploads, views
 
 app_name = "jobs-api"
 
@@ -18,6 +18,8 @@ router.register("schedules", views.ScheduleViewSet, basename="schedule")
 documented = [
     path("job-types/", views.JobTypeListView.as_view(), name="job-types"),
     path("health/", views.HealthView.as_view(), name="health"),
+    path("uploads/", uploads.UploadListView.as_view(), name="uploads"),
+    path("uploads/<str:id>/", uploads.UploadDetailView.as_view(), name="upload-detail"),
     *router.urls,
 ]
 

@@ -8,12 +8,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from django.core.files import File
 from django.db import connections
 from django.utils import timezone
 
 from ..conf import jobs_settings
 from ..models import JobLog, JobStatus
 from ..types import FailedItem, ProgressFrame
+from ..uploads import open_for
 from .publish import publish
 
 
@@ -80,6 +82,13 @@ class JobContext:
         if len(self.failed_items) < self._settings.MAX_FAILED_ITEMS:
             self.failed_items.append({"item": str(item)[:500], "error": str(error)[:1000]})
         self._dirty = True
+
+    def open_upload(self, upload_id: Any) -> File[bytes]:
+        """An upload's file (``POST /api/uploads/``) opened for binary reading; close it when done.
+
+        Only an upload of this job's owner (any, for a job without one); PermanentError otherwise, or if it is gone.
+        """
+        return open_for(self.owner_id, upload_id)
 
     # The runner's side -------------------------------------------------------------------------
 

@@ -450,6 +450,8 @@ def test_schema__openapi_document_of_the_whole_api(redis_url, capsys):
         "/schedules/{id}/",
         "/schedules/{id}/run/",
         "/health/",
+        "/uploads/",
+        "/uploads/{id}/",
     }
     create = document["paths"]["/jobs/"]["post"]
     assert {"202", "200", "400", "403", "409", "413", "429"} <= set(create["responses"])

@@ -84,7 +84,11 @@ def test_cleanup_job_type__runs_through_a_worker(redis_url, drain, django_captur
         job = submit("jobs-cleanup", {})
     drain(lambda: JobLog.objects.get(pk=job.pk).is_finished)
     job.refresh_from_db()
-    assert job.status == JobStatus.SUCCEEDED and job.result == {"jobs_deleted": 1, "events_deleted": 1}
+    assert job.status == JobStatus.SUCCEEDED and job.result == {
+        "jobs_deleted": 1,
+        "events_deleted": 1,
+        "uploads_deleted": 0,
+    }
 
 
 def test_jobs_health__exit_code_follows_health(workers, capsys):

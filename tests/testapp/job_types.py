@@ -264,3 +264,13 @@ def partial_flaky(ctx: Any, payload: dict[str, Any]) -> dict[str, int]:
     if ctx.attempt == 1:
         raise ConnectionError("lost the connection after the rows")
     return result
+
+
+@job_type("read-upload", max_attempts=3)
+@job_type("isolated-read-upload", max_attempts=3, isolation="process")
+def read_upload(ctx: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reads the upload its payload names (POST /api/uploads/), as its owner may; records each read in Redis."""
+    with ctx.open_upload(payload["upload"]) as handle:
+        data = handle.read()
+    record(f"read-upload:{ctx.job_id}", len(data))
+    return {"bytes": len(data), "text": data.decode()}

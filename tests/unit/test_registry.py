@@ -188,6 +188,9 @@ def test_checks__fail_manage_py_check(throwaway):
         ({"SOCKET_RECHECK_INTERVAL": 0}, "jobs.E007"),
         ({"SOCKET_RECHECK_INTERVAL": 61}, "jobs.E007"),
         ({"SOCKET_RECHECK_INTERVAL": True}, "jobs.E007"),
+        ({"MAX_UPLOAD_BYTES": 0}, "jobs.E003"),
+        ({"UPLOAD_EXTENSIONS": ".csv"}, "jobs.E008"),
+        ({"UPLOAD_CONTENT_TYPES": ("Text/CSV",)}, "jobs.E008"),
     ],
 )
 def test_checks__bad_settings_reported(jobs, check_id, settings):
