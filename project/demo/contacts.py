@@ -7,8 +7,7 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -123,29 +122,33 @@ def read_header(sample: str) -> tuple[Any, dict[str, int]]:
 
 @dataclass
 class CsvFile:
-    """An opened contact CSV: its column mapping and its data rows as ``(line number, {name, email, phone})``."""
+    """An opened contact CSV: its column mapping and its data rows as ``(line number, {name, email, phone})``.
 
-    path: Path
+    ``opener`` opens the file for binary reading (a path under MEDIA_ROOT, or an upload of the jobs app's storage);
+    it is read more than once: the header, the count, the rows.
+    """
+
+    opener: Callable[[], IO[bytes]]
     columns: dict[str, int] = field(default_factory=dict)
     dialect: Any = csv.excel
 
     @classmethod
-    def open(cls, path: Path) -> CsvFile:
+    def open(cls, opener: Callable[[], IO[bytes]]) -> CsvFile:
         """Check the file (exists, UTF-8, a header with an email or phone column); PermanentError otherwise."""
-        if not path.is_file():
-            raise PermanentError(f"The uploaded file {path.name} is gone.")
         try:
-            with path.open(encoding="utf-8-sig", newline="") as handle:
+            with _text(opener) as handle:
                 dialect, columns = read_header(handle.read(SAMPLE_CHARS))
+        except FileNotFoundError:
+            raise PermanentError("The uploaded file is gone.") from None
         except UnicodeDecodeError:
             raise PermanentError(NOT_UTF8) from None
         except UnusableFile as exc:
             raise PermanentError(str(exc)) from None
-        return cls(path, columns, dialect)
+        return cls(opener, columns, dialect)
 
     def records(self) -> Iterator[tuple[int, dict[str, str]]]:
         try:
-            with self.path.open(encoding="utf-8-sig", newline="") as handle:
+            with _text(self.opener) as handle:
                 reader = csv.reader(handle, self.dialect)
                 next(reader, None)
                 for record in reader:
@@ -162,6 +165,11 @@ class CsvFile:
 
     def count(self) -> int:
         return sum(1 for _ in self.records())
+
+
+def _text(opener: Callable[[], IO[bytes]]) -> io.TextIOWrapper:
+    # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark.
+    return io.TextIOWrapper(opener(), encoding="utf-8-sig", newline="")
 
 
 class ContactImporter:

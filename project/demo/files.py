@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from rest_framework import serializers
 
 from jobs import PermanentError
 from jobs.models import JobLog
@@ -53,6 +55,28 @@ def check_readable(relative: str, owner_id: int | None, job_type: str) -> None:
         raise PermanentError(
             f"{relative} is not one of your files: {job_type} reads only files you uploaded or your jobs wrote."
         )
+
+
+def one_input(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A payload's validation: it names its input file once, by ``upload`` or by ``file``."""
+    if "upload" in attrs and "file" in attrs:
+        raise serializers.ValidationError({"upload": ["Give upload or file, not both."]})
+    if "upload" not in attrs and "file" not in attrs:
+        raise serializers.ValidationError({"upload": ["Give the id of a file sent to POST /api/uploads/."]})
+    return attrs
+
+
+def input_opener(ctx: Any, payload: dict[str, Any], job_type: str) -> Callable[[], IO[bytes]]:
+    """How a job opens the file its payload names, checked for the job's owner: ``upload``, an id from the API's
+    ``POST /api/uploads/`` (the jobs app checks it: ``ctx.open_upload``), or ``file``, a path the demo stored (checked
+    here). Both open for binary reading."""
+    if payload.get("upload"):
+        upload_id = payload["upload"]
+        ctx.open_upload(upload_id).close()  # refused now, before the job reports anything, if it is not theirs
+        return lambda: ctx.open_upload(upload_id)
+    check_readable(payload["file"], ctx.owner_id, job_type)
+    path = Path(settings.MEDIA_ROOT) / payload["file"]
+    return lambda: path.open("rb")
 
 
 # --- deleting a job's files ----------------------------------------------------------------------------------------

@@ -14,9 +14,15 @@ from .reports import uploads_dir
 
 
 class ContactImportPayload(serializers.Serializer[Any]):
-    # A file the demo stored under MEDIA_ROOT from an upload; the file itself never travels in the payload.
+    # The file itself never travels in the payload: either an upload's id (API clients), or a file the demo's form
+    # stored under MEDIA_ROOT.
+    upload = serializers.UUIDField(required=False, help_text="The id of a CSV file sent to POST /api/uploads/.")
     file = serializers.RegexField(
-        r"^uploads/[0-9a-f-]{36}\.csv$", max_length=100, error_messages={"invalid": "Not an uploaded CSV file."}
+        r"^uploads/[0-9a-f-]{36}\.csv$",
+        max_length=100,
+        required=False,
+        error_messages={"invalid": "Not an uploaded CSV file."},
+        help_text="A CSV file the demo's form stored (the form sets it).",
     )
     update_existing = serializers.BooleanField(default=False, help_text="Rows matching a contact update it.")
     skip_duplicates = serializers.BooleanField(default=True, help_text="Duplicates are skipped, not failed rows.")
@@ -25,6 +31,9 @@ class ContactImportPayload(serializers.Serializer[Any]):
         if not (uploads_dir().parent / value).is_file():
             raise serializers.ValidationError("No uploaded file with this name.")
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return files.one_input(attrs)
 
 
 @job_type(
@@ -40,9 +49,9 @@ def contact_import(ctx: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
     """Import contacts from an uploaded CSV file in batches of 100; rows that fail are reported one by one."""
     if ctx.owner_id is None:
         raise PermanentError("contact-import needs a user to own the contacts.")
-    files.check_readable(payload["file"], ctx.owner_id, "contact-import")
+    opener = files.input_opener(ctx, payload, "contact-import")
     ctx.progress(1, "Reading the file", stage="read")
-    source = contacts.CsvFile.open(uploads_dir().parent / payload["file"])
+    source = contacts.CsvFile.open(opener)
     total = source.count()
     importer = contacts.ContactImporter(
         owner_id=ctx.owner_id,

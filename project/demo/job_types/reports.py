@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import statistics
@@ -96,8 +97,17 @@ def _collatz_steps(n: int) -> int:
 
 
 class CsvStatsPayload(serializers.Serializer[Any]):
+    upload = serializers.UUIDField(required=False, help_text="The id of a CSV file sent to POST /api/uploads/.")
     # A file the demo itself put under MEDIA_ROOT (an upload or a report), never a path from outside.
-    file = serializers.RegexField(r"^(uploads|reports)/[0-9a-f-]{36}\.csv$", max_length=100)
+    file = serializers.RegexField(
+        r"^(uploads|reports)/[0-9a-f-]{36}\.csv$",
+        max_length=100,
+        required=False,
+        help_text="A CSV file the demo stored: a report's result path.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return files.one_input(attrs)
 
 
 class CountingLines:
@@ -117,14 +127,14 @@ class CountingLines:
 @job_type("csv-stats", payload=CsvStatsPayload, timeout=300, give_up_on=(FileNotFoundError, csv.Error))
 def csv_stats(ctx: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
     """Read a CSV file and summarise each column; malformed rows become per-item failures."""
-    files.check_readable(payload["file"], ctx.owner_id, "csv-stats")
-    path = Path(settings.MEDIA_ROOT) / payload["file"]
-    size = path.stat().st_size or 1
+    opener = files.input_opener(ctx, payload, "csv-stats")
     columns: dict[str, list[float]] = {}
     texts: dict[str, set[str]] = {}
     header: list[str] | None = None
     rows = 0
-    with path.open(newline="", errors="replace") as handle:
+    with io.TextIOWrapper(opener(), encoding="utf-8", errors="replace", newline="") as handle:
+        size = handle.buffer.seek(0, io.SEEK_END) or 1
+        handle.buffer.seek(0)
         lines = CountingLines(handle)
         for line_number, record in enumerate(csv.reader(lines), start=1):
             if not record or record[0].startswith("#"):
@@ -165,4 +175,5 @@ def csv_stats(ctx: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
         else:
             distinct = texts[name] | {str(v) for v in numbers[:1000]}
             summary[name] = {"kind": "text", "distinct": len(distinct) if len(distinct) <= 1000 else "1000+"}
-    return {"file": payload["file"], "rows": rows, "columns": summary}
+    named = {"upload": str(payload["upload"])} if payload.get("upload") else {"file": payload["file"]}
+    return {**named, "rows": rows, "columns": summary}

@@ -188,13 +188,29 @@ def test_contact_import__needs_an_owner(run_until_done, django_capture_on_commit
     [
         ({"file": "../../etc/passwd"}, "Not an uploaded CSV file."),
         ({"file": f"uploads/{uuid.uuid4()}.csv"}, "No uploaded file with this name."),
-        ({}, "This field is required."),
     ],
 )
 def test_contact_import__bad_input_names_the_field(user, payload, message):
     with pytest.raises(InvalidPayload) as caught:
         submit("contact-import", payload, user=user)
     assert caught.value.errors == {"file": [message]}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "Give the id of a file sent to POST /api/uploads/."),
+        ({"upload": str(uuid.uuid4()), "file": "uploads/x.csv"}, "Give upload or file, not both."),
+        ({"upload": "contacts.csv"}, "Must be a valid UUID."),
+    ],
+)
+def test_contact_import__names_its_file_once(user, payload, message):
+    if "file" in payload:
+        payload["file"] = upload(ROWS, owner=user)
+    with pytest.raises(InvalidPayload) as caught:
+        submit("contact-import", payload, user=user)
+    assert caught.value.errors == {"upload": [message]}
+    assert not JobLog.objects.exists()
 
 
 @pytest.mark.parametrize(
