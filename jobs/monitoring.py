@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from django.db import connection
-from django.db.models import Count, Min, Q
-from django.db.models.functions import TruncHour, TruncMinute
+from django.db.models import Count, FloatField, Func, Min, Q
+from django.db.models.functions import Coalesce, TruncHour, TruncMinute
 from django.utils import timezone
 
 from . import registry
@@ -178,3 +179,143 @@ def get_health() -> Health:
         "queue_depth": depth,
         "oldest_waiting_seconds": oldest,
     }
+
+
+# Wait and run times: percentiles from a bounded sample --------------------------------------------------------------
+
+# Rows read per queue: the newest finished jobs of the last day, and of each of the last seven days. Each read is one
+# range of the (queue, finished_at, status) index, newest first, stopped at the cap: the cost does not grow with the
+# table, only with the number of queues. Percentiles are computed here, the same way on every database.
+TIMING_SAMPLE_PER_QUEUE = 500
+TIMING_SAMPLE_PER_QUEUE_DAY = 100
+TIMING_DAYS = 7
+
+
+class TimingStats(TypedDict):
+    label: str  # a job type, or a day (YYYY-MM-DD, UTC)
+    sampled: int  # finished jobs the percentiles come from
+    wait_p50: float | None  # seconds from ready (enqueued, or its run_at if later) to started
+    wait_p95: float | None
+    run_p50: float | None  # seconds from started to finished
+    run_p95: float | None
+
+
+class Timings(TypedDict):
+    since: str  # ISO 8601: the start of the per-type window
+    per_type: list[TimingStats]
+    per_day: list[TimingStats]
+    week: FinishedSeries  # succeeded and failed per day, counted (not sampled)
+    sample_per_queue: int
+    sample_per_queue_day: int
+
+
+def get_timings(queue_names: Iterable[str], *, now: datetime | None = None) -> Timings:
+    """Wait and run time p50/p95 per job type over the last 24 hours and per day over the last week (sampled: the
+    newest finished jobs of each queue), and the week's succeeded and failed counts per day."""
+    names = list(queue_names)
+    now = (now or timezone.now()).astimezone(UTC)
+    since = now - timedelta(hours=24)
+    by_type: dict[str, list[tuple[float, float]]] = {}
+    for job_type, durations in _sample(names, since, now, TIMING_SAMPLE_PER_QUEUE):
+        by_type.setdefault(job_type, []).append(durations)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    days = [today - timedelta(days=n) for n in range(TIMING_DAYS - 1, -1, -1)]
+    per_day = []
+    for day in days:
+        sample = [d for _t, d in _sample(names, day, min(now, day + timedelta(days=1)), TIMING_SAMPLE_PER_QUEUE_DAY)]
+        per_day.append(_timing_stats(day.date().isoformat(), sample))
+    return {
+        "since": since.isoformat(),
+        "per_type": [_timing_stats(name, by_type[name]) for name in sorted(by_type)],
+        "per_day": per_day,
+        "week": _daily_counts(names, days),
+        "sample_per_queue": TIMING_SAMPLE_PER_QUEUE,
+        "sample_per_queue_day": TIMING_SAMPLE_PER_QUEUE_DAY,
+    }
+
+
+class Epoch(Func):
+    """A datetime as seconds since 1970 (a float), computed by the database: the sample's rows need no datetimes."""
+
+    arity = 1
+    output_field = FloatField()
+    template = "EXTRACT(EPOCH FROM %(expressions)s)::double precision"  # PostgreSQL
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # Django stores UTC text ("YYYY-MM-DD HH:MM:SS.ffffff"); julianday() reads it in C, to well under a ms.
+        return self.as_sql(
+            compiler, connection, template="((julianday(%(expressions)s) - 2440587.5) * 86400.0)", **extra
+        )
+
+
+def _sample(names: list[str], start: datetime, end: datetime, cap: int) -> Iterable[tuple[str, tuple[float, float]]]:
+    """(job type, (wait, run) in seconds) of the newest ``cap`` jobs of each queue that finished in [start, end)."""
+    for name in names:
+        # One queue at a time: queue = %s lets the index deliver rows newest first, so LIMIT stops the scan.
+        rows = (
+            JobLog.objects.filter(
+                queue=name,
+                finished_at__gte=start,
+                finished_at__lt=end,
+                status__in=(JobStatus.SUCCEEDED, JobStatus.FAILED),
+                started_at__isnull=False,  # never ran (e.g. given up while waiting): no wait or run time
+            )
+            .order_by("-finished_at")
+            .values_list(
+                "job_type",
+                Epoch(Coalesce("enqueued_at", "created_at")),
+                Epoch("run_at"),
+                Epoch("started_at"),
+                Epoch("finished_at"),
+            )[:cap]
+        )
+        for job_type, enqueued, run_at, started, finished in rows:
+            # A delayed job waits for its run_at by design: its wait starts then.
+            ready = enqueued if run_at is None else max(enqueued, run_at)
+            yield job_type, (max(0.0, started - ready), max(0.0, finished - started))
+
+
+def _timing_stats(label: str, sample: list[tuple[float, float]]) -> TimingStats:
+    waits = sorted(w for w, _r in sample)
+    runs = sorted(r for _w, r in sample)
+    return {
+        "label": label,
+        "sampled": len(sample),
+        "wait_p50": percentile(waits, 50),
+        "wait_p95": percentile(waits, 95),
+        "run_p50": percentile(runs, 50),
+        "run_p95": percentile(runs, 95),
+    }
+
+
+def percentile(ordered: list[float], p: float) -> float | None:
+    """The nearest-rank percentile of an ordered list (None when it is empty)."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return round(ordered[rank - 1], 3)
+
+
+def _daily_counts(names: list[str], days: list[datetime]) -> FinishedSeries:
+    series: FinishedSeries = {
+        "start": days[0].isoformat(),
+        "step_seconds": 86400,
+        "succeeded": [0] * len(days),
+        "failed": [0] * len(days),
+    }
+    for index, day in enumerate(days):
+        # A plain range per day, no date function: an index-only count over (queue, finished_at, status).
+        rows = (
+            JobLog.objects.filter(
+                queue__in=names,
+                finished_at__gte=day,
+                finished_at__lt=day + timedelta(days=1),
+                status__in=(JobStatus.SUCCEEDED, JobStatus.FAILED),
+            )
+            .values("status")
+            .annotate(n=Count("*"))
+            .order_by()
+        )
+        for row in rows:
+            series[row["status"]][index] = row["n"]  # type: ignore[literal-required]
+    return series

@@ -25,9 +25,9 @@ from .. import registry, services
 from ..access import may_see_all_jobs
 from ..exceptions import QueueNotFound
 from ..models import WAITING_STATUSES, JobLog, JobStatus, Queue
-from ..monitoring import QueueStats, count_by_priority, get_finished_series, list_queue_stats
+from ..monitoring import QueueStats, TimingStats, count_by_priority, get_finished_series, get_timings, list_queue_stats
 from ..types import PRIORITIES
-from .display import CSS
+from .display import CSS, format_duration
 from .jobs import can_operate_jobs
 
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ class QueuesView(DashboardView, TemplateView):
         for worker in workers:
             if worker["current_job"]:
                 worker["current_job_url"] = reverse(f"{site.name}:jobs_joblog_change", args=[worker["current_job"]])
+        # Not in the polled JSON: a day's and a week's figures move slowly, and cost more than the counts.
+        timings = get_timings(q["name"] for q in snapshot["queues"])
+        series = {**snapshot["series"], "week": timings["week"]}
         return {
             **super().get_context_data(**kwargs),
             **site.each_context(self.request),
@@ -103,13 +106,30 @@ class QueuesView(DashboardView, TemplateView):
             "queues": queues,
             "statuses": statuses,
             "workers": workers,
-            "series": snapshot["series"],
+            "series": series,
             "totals": {
                 span: {"succeeded": sum(data["succeeded"]), "failed": sum(data["failed"])}
-                for span, data in snapshot["series"].items()
+                for span, data in series.items()
             },
+            "timing_tables": [
+                {
+                    "key": "per-type",
+                    "title": _("Wait and run time, last 24 hours"),
+                    "note": _("per type; the newest %(n)s finished jobs of each queue")
+                    % {"n": timings["sample_per_queue"]},
+                    "label": _("Type"),
+                    "rows": timing_rows(timings["per_type"]),
+                },
+                {
+                    "key": "per-day",
+                    "title": _("Wait and run time, last 7 days"),
+                    "note": _("per day (UTC); the newest %(n)s finished jobs of each queue and day")
+                    % {"n": timings["sample_per_queue_day"]},
+                    "label": _("Day"),
+                    "rows": timing_rows(timings["per_day"]),
+                },
+            ],
             "selected_queue": self.request.GET.get("queue", ""),
-            "all_queues": sorted({t.queue for t in registry.all_types()}),
             "can_operate": self.model_admin.has_operate_permission(self.request),
             "ws_path": WS_PATH,
             "poll_seconds": POLL_SECONDS,
@@ -132,16 +152,69 @@ def queue_context(
         }
         for priority in PRIORITIES
     ]
+    counts = stats["counts"]
     return {
         "name": name,
         "job_types": stats["job_types"],
         "paused": stats["paused"],
         "rows": rows,
-        "total_cells": [count_cell(jobs_url, name, "all", s, stats["counts"].get(s, 0)) for s, _label in statuses],
+        "total_cells": [count_cell(jobs_url, name, "all", s, counts.get(s, 0)) for s, _label in statuses],
+        "summary_cells": [
+            summary_cell(jobs_url, name, key, group, sum(counts.get(s, 0) for s in group))
+            for key, group in SUMMARY.items()
+        ],
         "waiting_in_redis": sum(stats["waiting_in_redis"].values()) if stats["waiting_in_redis"] else None,
         "throughput": stats["throughput"],
         "worker_count": len(stats["workers"]),
+        "workers": sorted(w["name"] for w in stats["workers"]),
     }
+
+
+def timing_rows(stats: list[TimingStats]) -> list[dict[str, Any]]:
+    """Wait and run times as the page shows them: words, and bars (p50 inside p95) scaled to the table's longest."""
+    longest = {
+        kind: max((t[f"{kind}_p95"] or 0.0 for t in stats), default=0.0)  # type: ignore[literal-required]
+        for kind in ("wait", "run")
+    }
+    rows = []
+    for t in stats:
+        row: dict[str, Any] = {"label": t["label"], "sampled": t["sampled"], "kinds": []}
+        for kind in ("wait", "run"):
+            p50, p95 = t[f"{kind}_p50"], t[f"{kind}_p95"]  # type: ignore[literal-required]
+            row["kinds"].append(
+                {
+                    "name": kind,
+                    "p50": "—" if p50 is None else format_duration(p50),
+                    "p95": "—" if p95 is None else format_duration(p95),
+                    "p50_width": round(100 * p50 / longest[kind], 1) if p50 and longest[kind] else 0,
+                    "p95_width": round(100 * p95 / longest[kind], 1) if p95 and longest[kind] else 0,
+                }
+            )
+        rows.append(row)
+    return rows
+
+
+# The compact row's counts: which statuses each column adds up (the page's script adds them up the same way).
+SUMMARY: dict[str, tuple[str, ...]] = {
+    "waiting": tuple(str(s) for s in WAITING_STATUSES),
+    "running": (str(JobStatus.RUNNING),),
+    "failed": (str(JobStatus.FAILED),),
+}
+
+
+def summary_cell(jobs_url: str, queue: str, key: str, statuses: tuple[str, ...], count: int) -> SafeString:
+    """A count of a queue's row (waiting, running, failed): a link to those jobs in the job list."""
+    if not count:
+        return format_html('<td class="jobs-num" data-sum="{}:{}"><span class="jobs-zero">0</span></td>', queue, key)
+    status = {"status__exact": statuses[0]} if len(statuses) == 1 else {"status__in": ",".join(statuses)}
+    return format_html(
+        '<td class="jobs-num" data-sum="{}:{}"><a href="{}?{}">{}</a></td>',
+        queue,
+        key,
+        jobs_url,
+        urlencode({"queue": queue, **status}),
+        count,
+    )
 
 
 def count_cell(jobs_url: str, queue: str, priority: str, status: str, count: int) -> SafeString:

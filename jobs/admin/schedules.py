@@ -17,14 +17,16 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from .. import registry, scheduler
+from ..access import may_see_all_jobs
 from ..api.serializers import ScheduleSerializer
 from ..exceptions import InvalidSchedule, JobsError
-from ..models import JobLog, JobSchedule, ScheduleKind
-from .display import CSS, compact_time, status_badge
+from ..models import JobLog, JobSchedule, JobStatus, ScheduleKind
+from .display import CSS, compact_time, format_duration, status_badge
 
 if TYPE_CHECKING:
     JobScheduleAdminBase = admin.ModelAdmin[JobSchedule]
@@ -165,6 +167,10 @@ def flat_errors(problems: Any, prefix: str = "") -> Iterable[str]:
             yield from flat_errors(problem, prefix)
     else:
         yield f"{prefix}{problems}"
+
+
+RECENT_RUNS = 20
+RUN_FIELDS = ("id", "status", "created_at", "started_at", "finished_at", "schedule_id")
 
 
 class JobScheduleAdmin(JobScheduleAdminBase):
@@ -350,6 +356,47 @@ class JobScheduleAdmin(JobScheduleAdminBase):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         return super().change_view(request, object_id, form_url, self._form_context(extra_context))
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: JobSchedule | None = None,
+    ) -> HttpResponse:
+        if obj is not None and obj.pk:
+            context.update(self.recent_runs(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def recent_runs(self, request: HttpRequest, schedule: JobSchedule) -> dict[str, Any]:
+        """The schedule's newest runs, as far as the user may see jobs, and a link to all of them in the job list."""
+        # The FK's index finds the schedule's jobs; retention keeps their number bounded.
+        runs = JobLog.objects.visible_to(request.user).filter(schedule=schedule)
+        linked = may_see_all_jobs(request.user)  # the job admin's pages ask for the same permission
+        site = self.admin_site.name
+        now = timezone.now()
+        rows = []
+        for job in runs.order_by("-created_at").only(*RUN_FIELDS)[:RECENT_RUNS]:
+            end = job.finished_at or (now if job.status == JobStatus.RUNNING else None)
+            rows.append(
+                {
+                    "job": job,
+                    "url": reverse(f"{site}:jobs_joblog_change", args=[quote(job.pk)]) if linked else "",
+                    "status": status_badge(job.status, job.pk),
+                    "duration": format_duration((end - job.started_at).total_seconds())
+                    if end and job.started_at
+                    else "",
+                }
+            )
+        query = urlencode({"schedule__id__exact": schedule.pk})
+        return {
+            "recent_runs": rows,
+            "recent_runs_total": runs.count(),
+            "recent_runs_cap": RECENT_RUNS,
+            "all_runs_url": f"{reverse(f'{site}:jobs_joblog_changelist')}?{query}" if linked else "",
+        }
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> Any:
         return super().add_view(request, form_url, self._form_context(extra_context))

@@ -132,7 +132,7 @@ def test_admin_pages__list_detail_schedules_queues(page: Any, demo_site: DemoSit
     page.goto("/admin/jobs/queue/")
     page.wait_for_selector('[data-live-indicator][data-state="live"]')
     assert page.locator("#queue-report").is_visible()
-    assert page.locator(".jobs-chart svg").count() == 2
+    assert page.locator(".jobs-chart svg").count() == 3  # the last hour, day and week
     assert page.locator('[data-total="hour-succeeded"]').inner_text() != "0"
     assert page.locator('[data-count="report:normal:succeeded"] a').inner_text() != "0"
     assert page.locator("[data-workers] tr").first.locator("td").count() == 7

@@ -6,13 +6,15 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
-from jobs import submit
+from jobs import monitoring, submit
 from jobs.models import EventKind, JobEvent, JobLog, JobStatus
-from jobs.monitoring import count_by_priority, get_finished_series, list_queue_stats
+from jobs.monitoring import count_by_priority, get_finished_series, get_timings, list_queue_stats
 from jobs.services import empty_queue
 from tests.conftest import wait_for
 from tests.factories import make_job, make_user
@@ -227,3 +229,141 @@ def test_list_queue_stats__from_priority_counts_matches_counting_again(redis_url
     by_priority = count_by_priority(names)
     assert by_priority["echo"]["high"]["queued"] == 1 and by_priority["permanent"]["low"]["failed"] == 1
     assert [s["counts"] for s in list_queue_stats(by_priority=by_priority)] == [s["counts"] for s in list_queue_stats()]
+
+
+# -------------------------------------------------------------------------------------------------------------
+# One compact row per queue; details on demand
+
+
+def test_queues_page__one_compact_row_per_queue_with_details_on_demand(root, redis_url):
+    for status in (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.QUEUED):
+        make_job(status=status)
+    make_job(status=JobStatus.RUNNING)
+    failed_job(priority="low")
+    client = login(root)
+    html = client.get(reverse(PAGE)).content.decode()
+    assert html.count(' data-queue="') == len(list_queue_stats())  # one row per queue
+    echo = html.split('id="queue-echo"')[1].split("</tr>")[0]
+    waiting_link = "/admin/jobs/joblog/?queue=echo&amp;status__in=pending%2Cqueued%2Cscheduled"
+    assert f'data-sum="echo:waiting"><a href="{waiting_link}">4</a>' in echo
+    assert 'data-sum="echo:running"><a href="/admin/jobs/joblog/?queue=echo&amp;status__exact=running">1</a>' in echo
+    assert 'data-sum="echo:failed"><span class="jobs-zero">0</span>' in echo
+    assert '<span data-fact="throughput-minute">0</span>' in echo and "Pause</button>" in echo
+    assert ">1</a>" in html.split('id="queue-permanent"')[1].split('data-sum="permanent:failed">')[1][:150]
+    # The details (per priority and status, the queue's workers) are in the page, hidden until asked for.
+    details = html.split('<tr class="jobs-queue-details" id="queue-echo-details"')[1].split("</table>")[0]
+    assert details.startswith(" hidden>") and 'data-count="echo:normal:queued"><a' in details
+    # The waiting link's filter works in the job list: the four waiting jobs of the queue, no others.
+    waiting = client.get("/admin/jobs/joblog/", {"queue": "echo", "status__in": "pending,queued,scheduled"})
+    assert waiting.status_code == 200 and waiting.context["cl"].result_count == 4
+    # A queue of its own (?queue=) shows its details open, and the worker list open.
+    alone = client.get(reverse(PAGE), {"queue": "echo"}).content.decode()
+    assert '<tr class="jobs-queue-details" id="queue-echo-details">' in alone
+    assert '<details class="module jobs-workers" open>' in alone
+    assert '<details class="module jobs-workers">' in html
+
+
+def test_queues_page__viewers_see_the_rows_without_actions(viewer, redis_url):
+    make_job(status=JobStatus.QUEUED)
+    html = login(viewer).get(reverse(PAGE)).content.decode()
+    echo = html.split('id="queue-echo"')[1].split("</tr>")[0]
+    assert 'data-sum="echo:waiting"><a' in echo
+    assert "<form" not in echo and "Requeue failed" not in echo and "Actions</th>" not in html
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Wait and run times
+
+
+NOW = datetime(2026, 5, 4, 12, 30, 20, tzinfo=UTC)
+
+
+def finished_job(
+    *,
+    wait: float,
+    run: float,
+    ago: timedelta,
+    job_type: str = "echo",
+    status: str = JobStatus.SUCCEEDED,
+    **fields,
+) -> JobLog:
+    finished = NOW - ago
+    started = finished - timedelta(seconds=run)
+    job = make_job(job_type=job_type, queue=job_type, status=status, **fields)
+    JobLog.objects.filter(pk=job.pk).update(
+        created_at=started - timedelta(seconds=wait + 100),
+        enqueued_at=started - timedelta(seconds=wait),
+        started_at=started,
+        finished_at=finished,
+    )
+    return job
+
+
+def test_timings__wait_and_run_percentiles_per_type_and_day():
+    for i in range(1, 21):  # echo: waits 1..20 s, runs 0.1..2.0 s, all in the last hour
+        finished_job(wait=i, run=i / 10, ago=timedelta(minutes=i))
+    finished_job(wait=3, run=5, ago=timedelta(minutes=3), job_type="greet", status=JobStatus.FAILED)
+    finished_job(wait=999, run=999, ago=timedelta(minutes=3), status=JobStatus.CANCELED)  # neither
+    finished_job(wait=500, run=500, ago=timedelta(days=2))  # only in the week
+    never_ran = make_job(status=JobStatus.FAILED)  # given up before it started: no times
+    JobLog.objects.filter(pk=never_ran.pk).update(finished_at=NOW - timedelta(minutes=5))
+    # A delayed job waits from its run_at, not from when it was submitted.
+    delayed = finished_job(wait=7200, run=1, ago=timedelta(minutes=30))
+    delayed.refresh_from_db()
+    JobLog.objects.filter(pk=delayed.pk).update(run_at=delayed.started_at - timedelta(seconds=2))
+
+    timings = get_timings(["echo", "greet"], now=NOW)
+    echo, greet = timings["per_type"]
+    assert (echo["label"], echo["sampled"]) == ("echo", 21)
+    assert (echo["wait_p50"], echo["wait_p95"]) == (10.0, 19.0)  # 1..20 and the delayed job's 2 s
+    assert (echo["run_p50"], echo["run_p95"]) == (1.0, 1.9)
+    assert greet == {"label": "greet", "sampled": 1, "wait_p50": 3.0, "wait_p95": 3.0, "run_p50": 5.0, "run_p95": 5.0}
+    days = timings["per_day"]
+    assert [d["label"] for d in days] == [f"2026-04-{n}" for n in range(28, 31)] + [
+        f"2026-05-0{n}" for n in range(1, 5)
+    ]
+    assert days[-1]["sampled"] == 22 and days[-3]["sampled"] == 1 and days[-3]["run_p95"] == 500.0
+    assert sum(d["sampled"] for d in days) == 23 and days[0]["wait_p50"] is None
+    week = timings["week"]
+    assert week["start"] == "2026-04-28T00:00:00+00:00" and week["step_seconds"] == 86400
+    assert week["succeeded"] == [0, 0, 0, 0, 1, 0, 21] and week["failed"] == [0, 0, 0, 0, 0, 0, 2]
+
+
+def test_timings__a_bounded_sample_of_the_newest_jobs_per_queue(monkeypatch):
+    monkeypatch.setattr(monitoring, "TIMING_SAMPLE_PER_QUEUE", 5)
+    monkeypatch.setattr(monitoring, "TIMING_SAMPLE_PER_QUEUE_DAY", 3)
+    for i in range(1, 11):  # the newest finished jobs run the shortest
+        finished_job(wait=0, run=i, ago=timedelta(minutes=i))
+    with CaptureQueriesContext(connection) as queries:
+        timings = get_timings(["echo"], now=NOW)
+    (echo,) = timings["per_type"]
+    assert echo["sampled"] == 5 and echo["run_p95"] == 5.0  # the newest five: 1..5 s
+    assert timings["per_day"][-1]["sampled"] == 3 and timings["per_day"][-1]["run_p95"] == 3.0
+    assert timings["week"]["succeeded"][-1] == 10  # the counts are not sampled
+    samples = [q["sql"] for q in queries.captured_queries if '"started_at"' in q["sql"]]
+    assert len(samples) == 1 + 7 and all("LIMIT" in sql for sql in samples)
+
+
+def test_queues_page__wait_and_run_times_and_the_week(root, redis_url):
+    now = timezone.now()
+    for seconds in (1, 2, 3, 4):
+        job = make_job(status=JobStatus.SUCCEEDED)
+        JobLog.objects.filter(pk=job.pk).update(
+            enqueued_at=now - timedelta(seconds=60),
+            started_at=now - timedelta(seconds=60 - seconds / 10),
+            finished_at=now - timedelta(seconds=60 - seconds / 10 - seconds),
+        )
+    page = login(root).get(reverse(PAGE))
+    html = page.content.decode()
+    per_type = html.split('data-timings="per-type"')[1].split("</section>")[0]
+    row = per_type.split('data-timing-row="echo"')[1].split("</tr>")[0]
+    assert 'data-timing="wait-p50">200 ms<' in row and 'data-timing="run-p95">4.0 s<' in row
+    assert 'data-timing="run-p50">2.0 s<' in row
+    per_day = html.split('data-timings="per-day"')[1].split("</section>")[0]
+    assert per_day.count("data-timing-row=") == 7 and 'data-timing="run-p95">4.0 s<' in per_day
+    series = page.context["series"]
+    assert series["week"]["succeeded"][-1] == 4 and len(series["week"]["failed"]) == 7
+    assert 'data-total="week-succeeded">4<' in html and 'data-chart="week"' in html
+    # The polled JSON stays as cheap as before: no week, no percentiles.
+    data = login(root).get(reverse("admin:jobs_queue_data")).json()
+    assert set(data["series"]) == {"hour", "day"} and "timings" not in data

@@ -113,7 +113,8 @@
                 applyQueues(data.queues || []);
                 applyPriorities(data.priorities || {});
                 if (data.series) {
-                    series = data.series;
+                    // The polled JSON leaves out the week (it moves slowly): keep the one the page came with.
+                    series = Object.assign({}, series, data.series);
                     drawCharts();
                 }
                 if (socket === null) {
@@ -129,32 +130,56 @@
 
     // Applying data ------------------------------------------------------------------------------------------
 
-    function countLink(queue, priority, status, count) {
+    // A count as the server draws it: a link to those jobs in the job list, or a quiet zero.
+    function countLink(params, count) {
         if (!count) {
             const zero = document.createElement("span");
             zero.className = "jobs-zero";
             zero.textContent = "0";
             return zero;
         }
-        const params = new URLSearchParams({queue: queue});
-        if (priority !== "all") {
-            params.set("priority", priority);
-        }
-        params.set("status__exact", status);
         const link = document.createElement("a");
         link.href = config.jobsUrl + "?" + params.toString();
         link.textContent = String(count);
         return link;
     }
 
-    function setCount(cell, queue, priority, status, count) {
+    function setLinkedCount(cell, params, count) {
         if (!cell || cell.textContent.trim() === String(count || 0)) {
             return;
         }
-        cell.replaceChildren(countLink(queue, priority, status, count));
+        cell.replaceChildren(countLink(params, count));
         cell.classList.remove("jobs-flash");
         void cell.offsetWidth; // restart the animation
         cell.classList.add("jobs-flash");
+    }
+
+    function setCount(cell, queue, priority, status, count) {
+        const params = new URLSearchParams({queue: queue});
+        if (priority !== "all") {
+            params.set("priority", priority);
+        }
+        params.set("status__exact", status);
+        setLinkedCount(cell, params, count);
+    }
+
+    // The compact row's columns: the statuses each adds up (as SUMMARY in jobs/admin/queues.py).
+    const SUMMARY = {waiting: ["pending", "queued", "scheduled"], running: ["running"], failed: ["failed"]};
+
+    function setSummary(queue) {
+        Object.keys(SUMMARY).forEach(function (key) {
+            const statuses = SUMMARY[key];
+            const count = statuses.reduce(function (sum, status) {
+                return sum + (queue.counts[status] || 0);
+            }, 0);
+            const params = new URLSearchParams({queue: queue.name});
+            if (statuses.length === 1) {
+                params.set("status__exact", statuses[0]);
+            } else {
+                params.set("status__in", statuses.join(","));
+            }
+            setLinkedCount(cell('[data-sum="' + CSS.escape(queue.name + ":" + key) + '"]'), params, count);
+        });
     }
 
     // A plain number cell (jobs waiting in Redis): zero is drawn quiet, like the server draws it.
@@ -187,6 +212,13 @@
             });
             if (!section) {
                 return;
+            }
+            setSummary(queue);
+            const names = root.querySelector('[id="' + CSS.escape("queue-" + queue.name + "-details") + '"] [data-queue-workers]');
+            if (names) {
+                names.textContent = queue.workers.map(function (worker) {
+                    return worker.name;
+                }).sort().join(", ") || "—";
             }
             Object.keys(queue.counts).forEach(function (status) {
                 const selector = '[data-count="' + CSS.escape(queue.name + ":all:" + status) + '"]';
@@ -222,6 +254,10 @@
             });
         });
         applyWorkers(Array.from(workers.values()));
+        const total = root.querySelector("[data-worker-total]");
+        if (total) {
+            total.textContent = String(workers.size);
+        }
     }
 
     function applyPriorities(priorities) {
@@ -359,6 +395,10 @@
     }
 
     function label(date, stepSeconds) {
+        if (stepSeconds >= 86400) {
+            // Days are UTC days: label them by their UTC date, whatever the browser's zone.
+            return date.toISOString().slice(5, 10);
+        }
         return pad(date.getHours()) + ":" + (stepSeconds >= 3600 ? "00" : pad(date.getMinutes()));
     }
 
@@ -384,7 +424,7 @@
             const value = (top * i) / 4;
             svg.appendChild(el("text", {x: margin.left - 6, y: y + 3, "text-anchor": "end"}, Number.isInteger(value) ? String(value) : value.toFixed(1)));
         }
-        const labelEvery = data.step_seconds >= 3600 ? 4 : 10;
+        const labelEvery = data.step_seconds >= 86400 ? 1 : data.step_seconds >= 3600 ? 4 : 10;
         for (let i = 0; i < n; i++) {
             const x = margin.left + i * slot + (slot - barW) / 2;
             const okH = (plotH * data.succeeded[i]) / top;
@@ -401,7 +441,7 @@
                 group.appendChild(el("rect", {x: x, y: base - okH - badH, width: barW, height: badH, rx: Math.min(2, barW / 3), class: "jobs-bar--failed"}));
             }
             svg.appendChild(group);
-            const minuteOrHour = data.step_seconds >= 3600 ? moment.getHours() : moment.getMinutes();
+            const minuteOrHour = data.step_seconds >= 86400 ? 0 : data.step_seconds >= 3600 ? moment.getHours() : moment.getMinutes();
             if (minuteOrHour % labelEvery === 0) {
                 svg.appendChild(el("text", {x: margin.left + i * slot + slot / 2, y: height - 5, "text-anchor": "middle"}, label(moment, data.step_seconds)));
             }
@@ -427,6 +467,18 @@
             });
         });
     }
+
+    // Details on demand: each queue's row opens the row under it (per priority and status, its workers).
+    root.querySelectorAll(".jobs-disclose").forEach(function (button) {
+        button.addEventListener("click", function () {
+            const details = document.getElementById(button.getAttribute("aria-controls"));
+            const open = button.getAttribute("aria-expanded") !== "true";
+            button.setAttribute("aria-expanded", open ? "true" : "false");
+            if (details) {
+                details.hidden = !open;
+            }
+        });
+    });
 
     let resizeTimer = null;
     window.addEventListener("resize", function () {
