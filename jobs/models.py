@@ -287,3 +287,30 @@ class Upload(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class FinishedJobCount(models.Model):
+    """Jobs that succeeded or failed per bucket, queue and type: the dashboard's charts read these instead of counting
+    JobLog, so their cost does not grow with history (jobs.rollup fills them; retention leaves them alone).
+
+    A bucket is one minute (``minutes=1``) for the last hours, one hour (``minutes=60``) before that: the charts need
+    minutes only for the last hour, and a week of hourly rows stays small.
+    """
+
+    bucket = models.DateTimeField()  # UTC start of the minute or hour
+    minutes = models.PositiveSmallIntegerField(default=1)  # the bucket's width: 1 or 60
+    queue = models.CharField(max_length=100)
+    job_type = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=JobStatus.choices)  # succeeded or failed
+    count = models.PositiveIntegerField()
+
+    class Meta:
+        verbose_name = _("finished job count")
+        verbose_name_plural = _("finished job counts")
+        constraints = [
+            # The upsert's conflict target; its index (bucket first) also serves the charts' range reads.
+            models.UniqueConstraint(fields=["bucket", "queue", "job_type", "status"], name="finishedjobcount_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket:%Y-%m-%d %H:%M} {self.queue} {self.job_type} {self.status}: {self.count}"
