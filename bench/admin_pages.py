@@ -4,8 +4,9 @@ Fills a database of its own with --rows JobLog rows of the bench job types: Post
 if missing), or with --database sqlite a file in the system's temporary directory (BENCH_DATABASE_URL names
 another). Then requests each page through Django's test Client, logged in as a superuser, and prints p50/p95 per
 page, its query count and SQL time, the SQL time of the queues page's charts alone (finished counts, and the wait
-and run time percentiles), and the plan of the job list's main query. A private redis-server serves the queues
-page's Redis reads. A second run with as many rows or fewer reuses them.
+and run time percentiles), and the plan of the job list's main query. The finished counts come from the rollup
+(jobs.rollup): measured before it is filled (a fresh install), then the roll-ups that fill it, then every page. A
+private redis-server serves the queues page's Redis reads. A second run with as many rows or fewer reuses them.
 
     python -m bench.admin_pages                        # 200,000 rows, PostgreSQL
     python -m bench.admin_pages --database sqlite --rows 1000000
@@ -165,13 +166,14 @@ def measure_charts(requests: int) -> list[list[str]]:
     from django.test.utils import CaptureQueriesContext
 
     from jobs import registry
-    from jobs.monitoring import get_finished_series, get_timings
+    from jobs.monitoring import get_finished_per_day, get_finished_series, get_timings
 
     names = sorted({t.queue for t in registry.all_types()})
     rows = []
     for label, chart in [
         ("finished per minute/hour (1 h, 24 h)", lambda: get_finished_series(names)),
-        ("wait/run p50/p95 per type and per day, 7 days", lambda: get_timings(names)),
+        ("finished per day, 7 days", lambda: get_finished_per_day(names)),
+        ("wait/run p50/p95 per type and per day + per day, 7 days", lambda: get_timings(names)),
     ]:
         chart()  # warm-up
         sql_ms, wall_ms = [], []
@@ -197,6 +199,48 @@ def measure_charts(requests: int) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def measure_rollup(requests: int) -> tuple[list[list[str]], list[list[str]]]:
+    """The finished-job rollup: the finished-count charts with nothing rolled up yet (a fresh install: all counted
+    live from JobLog), the first roll-up (a week's backfill), and a roll-up with nothing new (the scheduler's steady
+    state). Leaves the rollup filled for the pages measured next."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs import rollup
+    from jobs.models import FinishedJobCount
+    from jobs.monitoring import get_finished_per_day, get_finished_series
+
+    names = rollup.queue_names()
+    FinishedJobCount.objects.all().delete()
+    fresh = []
+    for label, chart in [
+        ("finished per minute/hour (1 h, 24 h), nothing rolled up", lambda: get_finished_series(names)),
+        ("finished per day, 7 days, nothing rolled up", lambda: get_finished_per_day(names)),
+    ]:
+        sql_ms, wall_ms = [], []
+        for _ in range(max(1, requests // 2)):
+            started = time.perf_counter()
+            with CaptureQueriesContext(connection) as captured:
+                chart()
+            wall_ms.append((time.perf_counter() - started) * 1000)
+            sql_ms.append(sum(float(q["time"]) for q in captured.captured_queries) * 1000)
+        fresh.append([label, f"{percentile(sql_ms, 50):.1f}", f"{percentile(wall_ms, 50):.1f}", str(len(captured))])
+    runs = []
+    for label in ("first roll-up: a week's backfill", "next roll-up: nothing new"):
+        started = time.perf_counter()
+        report = rollup.roll_up()
+        runs.append(
+            [
+                label,
+                f"{(time.perf_counter() - started) * 1000:.1f}",
+                str(report.buckets_recounted),
+                f"{report.rows_written:,}",
+                f"{FinishedJobCount.objects.count():,}",
+            ]
+        )
+    return fresh, runs
 
 
 def main_list_query(queries: list[str]) -> str:
@@ -259,6 +303,15 @@ def main() -> int:
             f"{JobLog.objects.count():,} JobLog rows on {args.database}; {args.requests} requests per page; "
             "milliseconds"
         )
+        report.line()
+        fresh, runs = measure_rollup(args.requests)
+        report.line("The finished-count charts before any roll-up (a fresh install: counted live from JobLog):")
+        report.line()
+        report.table(["chart", "SQL p50", "wall p50", "queries"], fresh)
+        report.line()
+        report.line("The rollup (FinishedJobCount), filled the way the scheduler does it:")
+        report.line()
+        report.table(["roll-up", "wall", "chunks counted", "rows written", "rollup rows"], runs)
         report.line()
         rows = []
         plans: list[tuple[str, str]] = []

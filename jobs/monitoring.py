@@ -123,6 +123,13 @@ def get_finished_series(queue_names: Iterable[str], *, now: datetime | None = No
     }
 
 
+def get_finished_per_day(queue_names: Iterable[str], *, now: datetime | None = None) -> FinishedSeries:
+    """Jobs succeeded and failed per day (UTC) over the week: today and the six days before."""
+    now = (now or timezone.now()).astimezone(UTC)
+    last = rollup.week_start(now) + timedelta(days=rollup.WEEK_DAYS - 1)  # as far back as the rollup backfills
+    return _finished_series(list(queue_names), last, timedelta(days=1), rollup.WEEK_DAYS)
+
+
 def _finished_series(names: list[str], last: datetime, step: timedelta, buckets: int) -> FinishedSeries:
     """Succeeded and failed per ``step`` from ``last - step * (buckets - 1)``: the rollup up to where it has counted,
     JobLog live from there (the current minute, and whatever the scheduler has not rolled up yet)."""
@@ -248,7 +255,7 @@ def get_timings(queue_names: Iterable[str], *, now: datetime | None = None) -> T
         "since": since.isoformat(),
         "per_type": [_timing_stats(name, by_type[name]) for name in sorted(by_type)],
         "per_day": per_day,
-        "week": _finished_series(names, days[-1], timedelta(days=1), len(days)),
+        "week": get_finished_per_day(names, now=now),
         "sample_per_queue": TIMING_SAMPLE_PER_QUEUE,
         "sample_per_queue_day": TIMING_SAMPLE_PER_QUEUE_DAY,
     }
