@@ -10,7 +10,7 @@ from typing import Any, TypedDict
 
 from django.db import connection
 from django.db.models import Count, FloatField, Func, Min, Q, Sum
-from django.db.models.functions import Coalesce, TruncDay, TruncHour, TruncMinute
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import registry, rollup
@@ -159,20 +159,25 @@ def _finished_series(names: list[str], last: datetime, step: timedelta, buckets:
         )
         for row in rolled:
             add(row["bucket"], row["status"], row["n"])
-    if live_from < end:
-        trunc = {60: TruncMinute, 3600: TruncHour}.get(series["step_seconds"], TruncDay)
-        # queue IN (...) lets the (queue, finished_at) index serve the range, one index scan per queue.
+    # The rest from JobLog, one plain finished_at range per bucket (no date function: an index-only count over
+    # (queue, finished_at, status)); a few buckets once the rollup has caught up, all of them on a fresh install.
+    index = max(0, (live_from - first) // step)
+    while index < buckets:
+        low = first + step * index
         live = (
             JobLog.objects.filter(
-                queue__in=names, finished_at__gte=live_from, finished_at__lt=end, status__in=rollup.COUNTED
+                queue__in=names,
+                finished_at__gte=max(low, live_from),
+                finished_at__lt=low + step,
+                status__in=rollup.COUNTED,
             )
-            .annotate(bucket=trunc("finished_at", tzinfo=UTC))
-            .values("bucket", "status")
+            .values("status")
             .annotate(n=Count("*"))
             .order_by()
         )
-        for row in live:
-            add(row["bucket"], row["status"], row["n"])
+        for status, n in live.values_list("status", "n"):
+            add(low, status, n)
+        index += 1
     return series
 
 
