@@ -314,3 +314,19 @@ class FinishedJobCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bucket:%Y-%m-%d %H:%M} {self.queue} {self.job_type} {self.status}: {self.count}"
+
+
+class RollupMark(models.Model):
+    """How far jobs.rollup has counted: jobs that finished before ``until`` are in FinishedJobCount, later ones are
+    counted live from JobLog. Kept apart from the counts: a stretch of minutes without jobs writes no count row, and
+    the next run must still start after it."""
+
+    name = models.CharField(max_length=50, unique=True)  # "finished": one row per rollup
+    until = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("rollup mark")
+        verbose_name_plural = _("rollup marks")
+
+    def __str__(self) -> str:
+        return f"{self.name}: until {self.until:%Y-%m-%d %H:%M}"

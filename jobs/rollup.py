@@ -18,7 +18,7 @@ from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from . import registry
-from .models import FinishedJobCount, JobLog, JobStatus
+from .models import FinishedJobCount, JobLog, JobStatus, RollupMark
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -30,8 +30,12 @@ WEEK_DAYS = 7
 KEEP = timedelta(days=8)
 # Minute rows of an hour that ended this long before the current hour started are merged into one row for the hour.
 HOURLY_AFTER = HOUR
+# Chunks (an hour each) counted per run: a first run's week of backfill is spread over several runs, so a scheduler
+# tick is never held up long; the charts count what is not rolled up yet live meanwhile.
+MAX_CHUNKS = 24
 COUNTED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
 KEY = ["bucket", "queue", "job_type", "status"]
+MARK = "finished"  # RollupMark.name
 
 
 @dataclass
@@ -40,6 +44,7 @@ class RollupReport:
     rows_written: int = 0
     rows_merged: int = 0  # minute rows merged into hourly ones
     rows_pruned: int = 0
+    caught_up: bool = True  # False: MAX_CHUNKS reached; the next run goes on from there
 
 
 def queue_names() -> list[str]:
@@ -48,11 +53,8 @@ def queue_names() -> list[str]:
 
 
 def rolled_up_until() -> datetime | None:
-    """The end of the newest rolled-up bucket: JobLog rows that finished from then on are not in the rollup yet (None:
-    nothing rolled up). Minutes between the last job counted and the last roll-up are counted again live: cheap, they
-    had no jobs, and a late commit into them is not missed."""
-    newest = FinishedJobCount.objects.order_by("-bucket").values_list("bucket", "minutes").first()
-    return None if newest is None else newest[0] + timedelta(minutes=newest[1])
+    """Where the rollup stops: JobLog rows that finished from then on are not in it yet (None: nothing rolled up)."""
+    return RollupMark.objects.filter(name=MARK).values_list("until", flat=True).first()
 
 
 def week_start(now: datetime) -> datetime:
@@ -66,7 +68,7 @@ def hourly_before(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - HOURLY_AFTER
 
 
-def roll_up(*, now: datetime | None = None) -> RollupReport:
+def roll_up(*, now: datetime | None = None, max_chunks: int = MAX_CHUNKS) -> RollupReport:
     """Count the completed minutes since the last roll-up (at most a week back), merge old minutes into hours, and
     prune rows past KEEP. Bounded by the jobs finished since the last run, not by the table."""
     now = (now or timezone.now()).astimezone(UTC)
@@ -77,6 +79,9 @@ def roll_up(*, now: datetime | None = None) -> RollupReport:
     until = rolled_up_until()
     start = week_start(now) if until is None else max(week_start(now), until - MARGIN)
     while start < current_minute:
+        if report.buckets_recounted >= max_chunks:
+            report.caught_up = False
+            break
         hour = start.replace(minute=0)
         if hour + HOUR <= hours_end:
             # One hour, one row per key: also replaces any minute rows left in it.
@@ -120,6 +125,10 @@ def _recount(names: list[str], low: datetime, high: datetime, minutes: int) -> i
         FinishedJobCount.objects.filter(bucket__gte=low, bucket__lt=high).delete()
         FinishedJobCount.objects.bulk_create(
             counts, update_conflicts=True, unique_fields=KEY, update_fields=["minutes", "count"]
+        )
+        # With the counts it covers. Two schedulers may set it back and forth: either value has been counted up to.
+        RollupMark.objects.bulk_create(
+            [RollupMark(name=MARK, until=high)], update_conflicts=True, unique_fields=["name"], update_fields=["until"]
         )
     return len(counts)
 

@@ -75,8 +75,8 @@ def test_charts__the_same_counts_before_and_after_rolling_up_and_after_a_late_co
     assert sum(expected["hour"]["succeeded"]) == 12 and sum(expected["week"]["failed"]) == 8
     assert charts(NOW) == expected  # a fresh install: nothing rolled up, all counted live
 
-    report = rollup.roll_up(now=NOW)
-    assert report.rows_written > 0 and charts(NOW) == expected
+    report = rollup.roll_up(now=NOW, max_chunks=1000)
+    assert report.rows_written > 0 and report.caught_up and charts(NOW) == expected
     # The last hour is kept per minute, older hours as one row per hour; nothing from before the week.
     recent = FinishedJobCount.objects.filter(bucket__gte=NOW - timedelta(minutes=60))
     assert set(recent.values_list("minutes", flat=True)) == {1}
@@ -93,9 +93,22 @@ def test_charts__the_same_counts_before_and_after_rolling_up_and_after_a_late_co
     assert direct(later) != expected
 
 
+def test_roll_up__a_fresh_install_backfills_the_week_a_day_per_run_with_the_charts_right_meanwhile():
+    history()
+    runs = 0
+    while True:
+        report = rollup.roll_up(now=NOW)
+        runs += 1
+        assert report.buckets_recounted <= rollup.MAX_CHUNKS
+        assert charts(NOW) == direct(NOW)
+        if report.caught_up:
+            break
+    assert runs == 7  # 6 days and 12 hours as hours, then this hour's minutes: 157 chunks of at most 24
+
+
 def test_charts__read_the_rollup_and_only_the_rows_after_it():
     history()
-    rollup.roll_up(now=NOW)
+    rollup.roll_up(now=NOW, max_chunks=1000)
     until = rollup.rolled_up_until()
     with CaptureQueriesContext(connection) as queries:
         charts(NOW)
@@ -106,7 +119,7 @@ def test_charts__read_the_rollup_and_only_the_rows_after_it():
 
 def test_roll_up__twice_or_from_two_schedulers_never_double_counts():
     history()
-    rollup.roll_up(now=NOW)
+    rollup.roll_up(now=NOW, max_chunks=1000)
     rows = set(FinishedJobCount.objects.values_list("bucket", "queue", "job_type", "status", "count"))
     threads = [threading.Thread(target=rollup.roll_up, kwargs={"now": NOW}) for _ in range(2)]
     for thread in threads:
@@ -119,7 +132,7 @@ def test_roll_up__twice_or_from_two_schedulers_never_double_counts():
 
 def test_roll_up__merges_minutes_into_hours_as_they_age_and_prunes_after_eight_days():
     history()
-    rollup.roll_up(now=NOW)
+    rollup.roll_up(now=NOW, max_chunks=1000)
     assert FinishedJobCount.objects.filter(bucket="2026-05-04T11:29:00Z", minutes=1).exists()  # 61 minutes ago
     later = NOW + timedelta(hours=2)
     report = rollup.roll_up(now=later)
@@ -133,7 +146,7 @@ def test_roll_up__merges_minutes_into_hours_as_they_age_and_prunes_after_eight_d
 
 def test_retention__deleting_old_jobs_leaves_the_charts_as_they_were():
     history()
-    rollup.roll_up(now=NOW)
+    rollup.roll_up(now=NOW, max_chunks=1000)
     before = charts(NOW)
     # The types keep 30 days: a clean-up 29 days on deletes what finished more than a day before NOW.
     assert cleanup_finished_jobs(now=NOW + timedelta(days=29)).jobs_deleted >= 6
@@ -142,6 +155,7 @@ def test_retention__deleting_old_jobs_leaves_the_charts_as_they_were():
 
 
 def test_scheduler__rolls_up_beside_the_reconciler(redis_url):
-    finished(JobStatus.SUCCEEDED, datetime.now(UTC) - timedelta(minutes=3))
+    finished(JobStatus.SUCCEEDED, rollup.week_start(datetime.now(UTC)) + timedelta(minutes=30))  # the first chunk
     scheduler.run_scheduler(threading.Event(), once=True)
     assert FinishedJobCount.objects.get(queue="echo").count == 1
+    assert rollup.rolled_up_until() == rollup.week_start(datetime.now(UTC)) + rollup.MAX_CHUNKS * timedelta(hours=1)
