@@ -173,7 +173,7 @@ def measure_charts(requests: int) -> list[list[str]]:
     for label, chart in [
         ("finished per minute/hour (1 h, 24 h)", lambda: get_finished_series(names)),
         ("finished per day, 7 days", lambda: get_finished_per_day(names)),
-        ("wait/run p50/p95 per type and per day + per day, 7 days", lambda: get_timings(names)),
+        ("wait/run p50/p95 per type and per day, and the week's counts", lambda: get_timings(names)),
     ]:
         chart()  # warm-up
         sql_ms, wall_ms = [], []
@@ -234,12 +234,12 @@ def measure_rollup(requests: int) -> tuple[list[list[str]], list[list[str]]]:
         report = rollup.roll_up()
         caught_up = report.caught_up
         label = "a run of the first roll-up (backfill)" if runs or not caught_up else "first roll-up"
-        runs.append([label, f"{(time.perf_counter() - started) * 1000:.1f}", str(report.buckets_recounted)])
+        runs.append([label, f"{(time.perf_counter() - started) * 1000:.1f}", str(report.chunks_counted)])
         runs[-1] += [f"{report.rows_written:,}", f"{FinishedJobCount.objects.count():,}"]
     started = time.perf_counter()
     report = rollup.roll_up()
     runs.append(["next roll-up: nothing new", f"{(time.perf_counter() - started) * 1000:.1f}"])
-    runs[-1] += [str(report.buckets_recounted), f"{report.rows_written:,}", f"{FinishedJobCount.objects.count():,}"]
+    runs[-1] += [str(report.chunks_counted), f"{report.rows_written:,}", f"{FinishedJobCount.objects.count():,}"]
     return fresh, runs
 
 

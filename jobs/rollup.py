@@ -40,7 +40,7 @@ MARK = "finished"  # RollupMark.name
 
 @dataclass
 class RollupReport:
-    buckets_recounted: int = 0  # chunks (an hour each, or the minutes of the current hour) counted from JobLog
+    chunks_counted: int = 0  # chunks (an hour each, or the minutes of the current hour) counted from JobLog
     rows_written: int = 0
     rows_merged: int = 0  # minute rows merged into hourly ones
     rows_pruned: int = 0
@@ -79,7 +79,7 @@ def roll_up(*, now: datetime | None = None, max_chunks: int = MAX_CHUNKS) -> Rol
     until = rolled_up_until()
     start = week_start(now) if until is None else max(week_start(now), until - MARGIN)
     while start < current_minute:
-        if report.buckets_recounted >= max_chunks:
+        if report.chunks_counted >= max_chunks:
             report.caught_up = False
             break
         hour = start.replace(minute=0)
@@ -89,7 +89,7 @@ def roll_up(*, now: datetime | None = None, max_chunks: int = MAX_CHUNKS) -> Rol
         else:
             low, high, minutes = start, min(hour + HOUR, current_minute), 1
         report.rows_written += _recount(names, low, high, minutes)
-        report.buckets_recounted += 1
+        report.chunks_counted += 1
         start = high
     report.rows_merged = _merge_into_hours(hours_end)
     report.rows_pruned, _ = FinishedJobCount.objects.filter(bucket__lt=now - KEEP).delete()
