@@ -197,9 +197,25 @@ def check_job_types(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
             errors.append(
                 Error(f'{label}: isolation must be None or "process", not {job_type.isolation!r}.', id="jobs.E022")
             )
+        if not all(isinstance(key, str) and key for key in job_type.sensitive):
+            errors.append(Error(f"{label}: sensitive must list payload keys (non-empty strings).", id="jobs.E024"))
+        elif isinstance(job_type.payload, type) and issubclass(job_type.payload, serializers.Serializer):
+            fields = _payload_fields(job_type.payload)
+            if fields is not None and (unknown := sorted(set(job_type.sensitive) - fields)):
+                errors.append(
+                    Error(f"{label}: sensitive names keys the payload does not have: {unknown}.", id="jobs.E024")
+                )
         if not callable(job_type.handler):
             errors.append(Error(f"{label}: the handler is not callable.", id="jobs.E021"))
     return errors
+
+
+def _payload_fields(serializer_class: type[Any]) -> set[str] | None:
+    """The payload keys a serializer class declares, or None if it cannot say without arguments."""
+    try:
+        return set(serializer_class().fields)
+    except Exception:  # noqa: BLE001 - a serializer that needs arguments: E013's business, not ours
+        return None
 
 
 def _positive_int(value: Any) -> bool:

@@ -30,6 +30,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
+from . import registry
 from .access import may_see_all_jobs
 from .conf import jobs_settings
 from .job_json import JobJSON, job_json
@@ -254,7 +255,7 @@ def job_snapshot(user: Any, job_id: str) -> JobJSON | None:
     job = JobLog.objects.visible_to(user).filter(pk=pk).first()
     if job is None:
         return None
-    return job_json(job, user)
+    return job_json(job, user, sensitive=registry.sensitive_keys(job.job_type))
 
 
 def queue_stats() -> list[dict[str, Any]]:

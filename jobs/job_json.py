@@ -5,6 +5,7 @@ Worker processes publish status frames through this module, so it imports neithe
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -34,6 +35,7 @@ class JobJSON(TypedDict):
     queue: str
     priority: str
     status: str
+    payload: dict[str, Any]
     progress: JobProgress
     result: Any
     error: dict[str, str] | None
@@ -69,8 +71,24 @@ def job_error(job: JobLog, *, traceback: bool = False) -> dict[str, str] | None:
     return error
 
 
-def job_json(job: JobLog, viewer: Any, request: HttpRequest | None = None) -> JobJSON:
-    """The job as ``viewer`` sees it. With the request its URLs are absolute (the API); without, paths."""
+MASK = "***"
+
+
+def job_payload(job: JobLog, viewer: Any, sensitive: Collection[str]) -> dict[str, Any]:
+    """What was submitted, with the type's ``sensitive`` top-level keys as ``"***"`` unless ``viewer`` has
+    ``jobs.view_joblog``: the same rule as tracebacks, and the owner is no exception (a password typed once is not
+    shown again)."""
+    payload = job.payload if isinstance(job.payload, dict) else {}
+    if not sensitive or sees_traceback(viewer):
+        return payload
+    return {key: MASK if key in sensitive else value for key, value in payload.items()}
+
+
+def job_json(job: JobLog, viewer: Any, *, sensitive: Collection[str], request: HttpRequest | None = None) -> JobJSON:
+    """The job as ``viewer`` sees it. With the request its URLs are absolute (the API); without, paths.
+
+    ``sensitive``: the payload keys the job's type marks as such (``registry.sensitive_keys(job.job_type)``).
+    """
     path = reverse("jobs-api:job-detail", kwargs={"pk": job.pk})
     ws_path = f"/ws/jobs/{job.pk}/"
     if request is not None:
@@ -83,6 +101,7 @@ def job_json(job: JobLog, viewer: Any, request: HttpRequest | None = None) -> Jo
         "queue": job.queue,
         "priority": str(job.priority),
         "status": str(job.status),
+        "payload": job_payload(job, viewer, sensitive),
         "progress": {
             "percent": job.progress_percent,
             "message": job.progress_message,

@@ -63,6 +63,8 @@ class JobType:
     give_up_on: tuple[type[BaseException], ...] = ()
     # "process": each attempt runs in a forked child of its worker process, stopped by killing the child.
     isolation: Isolation = None
+    # Top-level payload keys shown as "***" in job JSON to anybody without jobs.view_joblog (the owner included).
+    sensitive: tuple[str, ...] = ()
     description: str = field(default="", compare=False)
 
     @property
@@ -125,6 +127,7 @@ def job_type(
     retry_on: tuple[type[BaseException], ...] = (),
     give_up_on: tuple[type[BaseException], ...] = (),
     isolation: Isolation = None,
+    sensitive: tuple[str, ...] = (),
 ) -> Callable[[H], H]:
     """Register the decorated ``handler(ctx, payload)`` as job type ``name``; options default from JOBS."""
 
@@ -147,6 +150,8 @@ def job_type(
             retry_on=tuple(retry_on),
             give_up_on=tuple(give_up_on),
             isolation=isolation,
+            # A lone string is one key, not its letters.
+            sensitive=(sensitive,) if isinstance(sensitive, str) else tuple(sensitive),
             description=inspect.getdoc(handler) or "",
         )
         existing = _registry.get(name)
@@ -178,6 +183,12 @@ def get(name: str) -> JobType:
 def find(name: str) -> JobType | None:
     """The job type registered as ``name``, or None."""
     return _registry.get(name)
+
+
+def sensitive_keys(name: str) -> tuple[str, ...]:
+    """The payload keys type ``name`` marks as sensitive; none for a type no longer registered."""
+    job_type = _registry.get(name)
+    return job_type.sensitive if job_type is not None else ()
 
 
 def all_types() -> list[JobType]:

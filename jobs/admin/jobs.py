@@ -486,4 +486,5 @@ class JobLogAdmin(JobLogAdminBase):
 
     def data_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         """The job's snapshot, as ``ws/jobs/<id>/`` sends it, for browsers whose websocket failed."""
-        return JsonResponse(job_json(self._job_or_404(request, object_id), request.user))
+        job = self._job_or_404(request, object_id)
+        return JsonResponse(job_json(job, request.user, sensitive=registry.sensitive_keys(job.job_type)))

@@ -36,6 +36,13 @@ def shows_traceback(context: Mapping[str, Any]) -> bool:
     return sees_traceback(viewer(context))
 
 
+class ErrorSerializer(serializers.Serializer[Any]):
+    """An error: what went wrong, and a stable code."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Jobs
 
@@ -78,6 +85,10 @@ class JobSerializer(serializers.ModelSerializer[JobLog]):
     # API, the websockets and the admin cannot drift apart. The docstrings above are the schema's descriptions.
 
     type = serializers.CharField(source="job_type", read_only=True)
+    payload = serializers.DictField(
+        read_only=True,
+        help_text='What was submitted. Keys the job type marks as sensitive read "***" without jobs.view_joblog.',
+    )
     progress = ProgressSerializer(source="*", read_only=True)
     error = JobErrorField(read_only=True)
     failed_items = FailedItemsField(read_only=True)
@@ -92,6 +103,7 @@ class JobSerializer(serializers.ModelSerializer[JobLog]):
             "queue",
             "priority",
             "status",
+            "payload",
             "progress",
             "result",
             "error",
@@ -112,7 +124,12 @@ class JobSerializer(serializers.ModelSerializer[JobLog]):
         read_only_fields = fields
 
     def to_representation(self, instance: JobLog) -> Any:
-        return job_json(instance, viewer(self.context), request=self.context.get("request"))
+        return job_json(
+            instance,
+            viewer(self.context),
+            sensitive=registry.sensitive_keys(instance.job_type),
+            request=self.context.get("request"),
+        )
 
 
 class StrictCharField(serializers.CharField):
@@ -133,10 +150,32 @@ class StrictNumberField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+# What a CharField takes after trimming spaces: some visible character, no NUL (ECMA-262, for the document).
+VISIBLE_TEXT_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+
+
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 100, "pattern": VISIBLE_TEXT_PATTERN})
+class TypeNameField(StrictCharField):
+    """A job type's name; whether it is registered is submit()'s question (a 400 naming it)."""
+
+
+@extend_schema_field({"type": "string", "maxLength": 100, "pattern": r"^[^\u0000]*$"})
+class FilterTextField(serializers.CharField):
+    """A filter value as given: blank or unknown values match nothing; only NUL is refused."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=100, allow_blank=True, trim_whitespace=False, **kwargs)
+
+
+@extend_schema_field({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "maxLength": 0}]})
+class DateFilterField(serializers.DateTimeField):
+    """A date-time filter; DRF takes an empty query value as no filter at all."""
+
+
 class JobCreateSerializer(serializers.Serializer[Any]):
     """The body of POST jobs/. Checks JSON types here; submit() checks everything else."""
 
-    type = StrictCharField(max_length=100)
+    type = TypeNameField(max_length=100)
     payload = serializers.DictField(required=False, help_text="Validated by the job type's payload serializer.")
     priority = serializers.ChoiceField(choices=PRIORITIES, default="normal")
     delay = StrictNumberField(
@@ -180,9 +219,9 @@ class JobListFilterSerializer(serializers.Serializer[Any]):
     """Query parameters of GET jobs/: repeat ``status`` or ``type`` to match any of several values."""
 
     status = serializers.ListField(child=serializers.ChoiceField(choices=JobStatus.choices), required=False)
-    type = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
-    created_after = serializers.DateTimeField(required=False, help_text="Inclusive.")
-    created_before = serializers.DateTimeField(required=False, help_text="Exclusive.")
+    type = serializers.ListField(child=FilterTextField(), required=False)
+    created_after = DateFilterField(required=False, help_text="Inclusive; empty: no limit.")
+    created_before = DateFilterField(required=False, help_text="Exclusive; empty: no limit.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -391,3 +430,45 @@ class ScheduleSerializer(serializers.ModelSerializer[JobSchedule]):
 
 TIMING_FIELDS = ("kind", "cron", "interval_seconds", "run_at", "timezone", "enabled")
 KIND_FIELD = {ScheduleKind.CRON: "cron", ScheduleKind.INTERVAL: "interval_seconds", ScheduleKind.ONCE: "run_at"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schedules in the OpenAPI document: one shape per kind, each with the fields its kind needs. Documentation only:
+# ScheduleSerializer validates every body.
+
+# Five fields of cron characters (numbers, names, * , - / ? L W #); croniter judges the values.
+CRON_PATTERN = r"^\s*[0-9A-Za-z*?/,#-]+(\s+[0-9A-Za-z*?/,#-]+){4}\s*$"
+
+
+def _kind_field(kind: str) -> type[serializers.CharField]:
+    @extend_schema_field({"type": "string", "enum": [kind]})
+    class KindField(serializers.CharField):
+        pass
+
+    return KindField
+
+
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 200, "pattern": CRON_PATTERN})
+class CronField(serializers.CharField):
+    pass
+
+
+class CronScheduleSerializer(ScheduleSerializer):
+    """A schedule that submits at the times of a cron expression (``kind`` may be left out: cron is the default)."""
+
+    kind = _kind_field(ScheduleKind.CRON)(required=False)
+    cron = CronField()
+
+
+class IntervalScheduleSerializer(ScheduleSerializer):
+    """A schedule that submits every ``interval_seconds``."""
+
+    kind = _kind_field(ScheduleKind.INTERVAL)()
+    interval_seconds = serializers.IntegerField(min_value=1, max_value=scheduler.MAX_INTERVAL_SECONDS)
+
+
+class OnceScheduleSerializer(ScheduleSerializer):
+    """A schedule that submits once, at ``run_at``."""
+
+    kind = _kind_field(ScheduleKind.ONCE)()
+    run_at = serializers.DateTimeField()

@@ -7,17 +7,19 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.apps import apps
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 from django.templatetags.static import static
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import status, viewsets
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -46,12 +48,16 @@ from ..monitoring import get_health, list_queue_stats
 from .parsers import StrictJSONParser
 from .permissions import SchedulePermissions, SeesAllJobs, SteersAllJobs
 from .serializers import (
+    CronScheduleSerializer,
+    ErrorSerializer,
     HealthSerializer,
+    IntervalScheduleSerializer,
     JobCreateSerializer,
     JobEventSerializer,
     JobListFilterSerializer,
     JobSerializer,
     JobTypeSerializer,
+    OnceScheduleSerializer,
     QueueActionSerializer,
     QueueStatsSerializer,
     ScheduleSerializer,
@@ -73,6 +79,7 @@ HTTP_STATUS: dict[type[JobsError], int] = {
 }
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
 ExceptionHandler = Callable[[Exception, dict[str, Any]], Response | None]
 ViewMethod = TypeVar("ViewMethod", bound=Callable[..., Any])
 
@@ -120,25 +127,76 @@ class JobsAPIView(JobsErrorsMixin, APIView):
         return [cls() for cls in classes]
 
 
-class NewestFirst(CursorPagination):
+INVALID_CURSOR = "Invalid cursor: use the next or previous link of a page."
+
+
+class StrictCursorPagination(CursorPagination):
+    """DRF's cursor pagination, but a bad ``cursor`` or ``page_size`` is a 400 (DRF: 404, and the default size).
+
+    A page_size above max_page_size is still capped, not refused.
+    """
+
+    page_size_query_param = "page_size"
+    page_size: int
+    max_page_size: int
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get("page_size")
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+            raise ValidationError({"page_size": [f"A whole number from 1 (at most {self.max_page_size} are given)."]})
+        return min(int(raw), self.max_page_size)
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError({"cursor": [INVALID_CURSOR]}) from None
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (DjangoValidationError, ValueError, TypeError, OverflowError):
+            # A cursor that decodes but whose position is no value of the ordering column ("x" for a date).
+            raise ValidationError({"cursor": [INVALID_CURSOR]}) from None
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": "cursor",
+                "required": False,
+                "in": "query",
+                "description": "The next or previous link's cursor; anything else is a 400.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "page_size",
+                "required": False,
+                "in": "query",
+                "description": f"Results per page (default {self.page_size}, larger than {self.max_page_size} is "
+                f"capped at {self.max_page_size}).",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+        ]
+
+
+class NewestFirst(StrictCursorPagination):
     # Cursor, not page numbers: stable while new jobs arrive, and no COUNT(*) over a large table.
     ordering = ("-created_at", "-id")
     page_size = 20
-    page_size_query_param = "page_size"
     max_page_size = 100
 
 
-class OldestFirst(CursorPagination):
+class OldestFirst(StrictCursorPagination):
     ordering = ("created_at", "id")
     page_size = 100
-    page_size_query_param = "page_size"
     max_page_size = 1000
 
 
-class ByName(CursorPagination):
+class ByName(StrictCursorPagination):
     ordering = ("name",)
     page_size = 50
-    page_size_query_param = "page_size"
     max_page_size = 500
 
 
@@ -150,29 +208,71 @@ def openapi(**kwargs: Any) -> Callable[[ViewMethod], ViewMethod]:
     """
 
     def decorate(view_method: ViewMethod) -> ViewMethod:
-        setattr(view_method, "schema", AutoSchema)  # noqa: B010
+        setattr(view_method, "schema", JobsAutoSchema)  # noqa: B010
         return extend_schema(**kwargs)(view_method)
 
     return decorate
 
 
 def problem(description: str) -> OpenApiResponse:
-    return OpenApiResponse(description=description)
+    """An error answer: ``{"detail", "code"}``."""
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+def field_errors(description: str) -> OpenApiResponse:
+    """A 400: field errors (``{"<field>": ["message", ...]}``), or ``{"detail", "code"}`` for a body that is not
+    JSON."""
+    return OpenApiResponse(OpenApiTypes.OBJECT, description=description)
+
+
+class JobsAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema, plus the error answers every operation can give, so that the document lists
+    every status the server answers (an operation's own declarations win)."""
+
+    def _get_response_bodies(self, direction: Any = "response") -> Any:
+        responses = super()._get_response_bodies(direction)
+        for code, answer in self.error_responses().items():
+            if str(code) not in responses:
+                responses[str(code)] = self._get_response_for_code(answer, str(code), direction=direction)  # type: ignore[no-untyped-call]
+        return responses
+
+    def error_responses(self) -> dict[int, OpenApiResponse]:
+        view = self.view
+        permissions = view.get_permissions()
+        public = any(isinstance(p, AllowAny) for p in permissions)
+        errors: dict[int, OpenApiResponse] = {}
+        reads_body = self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None
+        paginated = self._is_list_view() and getattr(view, "pagination_class", None) is not None
+        if reads_body or paginated:
+            errors[400] = field_errors(
+                "Invalid input: see the field errors." if reads_body else "Invalid cursor or page_size."
+            )
+        if not public:
+            errors[401] = problem("Not signed in: no valid token or session.")
+            # Beyond IsAuthenticated, a model permission; a session's unsafe request also needs its CSRF token.
+            if self.method not in ("GET", "HEAD") or any(type(p) is not IsAuthenticated for p in permissions):
+                errors[403] = problem("No permission for this (or, with a session, no CSRF token).")
+        if "{" in self.path:
+            errors[404] = problem("No such object.")
+        if reads_body:
+            errors[413] = problem("The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.")
+            errors[415] = problem("The body is not application/json.")
+        return errors
 
 
 class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
     """Submit jobs and follow or steer your own (with jobs.view_joblog / change_joblog: everyone's)."""
 
-    schema = AutoSchema()
+    schema = JobsAutoSchema()
     serializer_class = JobSerializer
     pagination_class = NewestFirst
     # Any segment reaches get_job(), so a malformed id is the same JSON 404 as an absent one.
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> QuerySet[JobLog]:
-        # Columns the job JSON never shows to this user stay in the database: a payload may be 1 MiB.
-        hidden = ["payload"] if may_see_all_jobs(self.request.user) else ["payload", "traceback"]
-        return JobLog.objects.visible_to(self.request.user).defer(*hidden)
+        # A column the job JSON never shows to this user stays in the database.
+        jobs = JobLog.objects.visible_to(self.request.user)
+        return jobs if may_see_all_jobs(self.request.user) else jobs.defer("traceback")
 
     def get_object(self) -> JobLog:
         return services.get_job(self.kwargs["pk"], user=self.request.user)
@@ -186,7 +286,7 @@ class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
 
     @openapi(
         parameters=[JobListFilterSerializer],
-        responses={200: JobSerializer(many=True), 400: problem("A filter value is not valid.")},
+        responses={200: JobSerializer(many=True), 400: field_errors("A filter, the cursor or page_size is not valid.")},
     )
     def list(self, request: Request) -> Response:
         filters = JobListFilterSerializer(data=request.query_params)
@@ -208,15 +308,18 @@ class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
         parameters=[
             OpenApiParameter(
                 IDEMPOTENCY_HEADER,
-                str,
+                # Printable ASCII; HTTP drops spaces around a header's value, so the key neither starts nor ends
+                # with one.
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY_PATTERN},
                 OpenApiParameter.HEADER,
-                description="Replaying a key (per user and type) answers 200 with the job it created.",
+                description="1 to 255 printable ASCII characters. Replaying a key (per user and type) answers 200 "
+                "with the job it created.",
             )
         ],
         responses={
             202: JobSerializer,
             200: OpenApiResponse(JobSerializer, description="Idempotent replay: the job this key created."),
-            400: problem("Unknown type, invalid payload (field errors under payload) or options."),
+            400: field_errors("Unknown type, invalid payload (field errors under payload) or options."),
             403: problem("Staff-only job type."),
             409: problem("This Idempotency-Key was used with a different payload."),
             413: problem("The payload is larger than JOBS['MAX_PAYLOAD_BYTES']."),
@@ -243,7 +346,10 @@ class JobViewSet(JobsAPIView, viewsets.GenericViewSet[JobLog]):
         return Response(self.get_serializer(self.get_object()).data)
 
     @openapi(
-        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        parameters=[
+            OpenApiParameter(p["name"], p["schema"], OpenApiParameter.QUERY, description=p["description"])
+            for p in OldestFirst().get_schema_operation_parameters(None)
+        ],
         responses={200: JobEventSerializer(many=True), 404: problem("No such job, or not yours.")},
     )
     @action(detail=True, methods=["get"])
@@ -294,7 +400,7 @@ def idempotency_key(request: Request) -> str | None:
 class JobTypeListView(JobsAPIView):
     """Every registered job type with its queue, limits and payload JSON Schema."""
 
-    schema = AutoSchema()
+    schema = JobsAutoSchema()
 
     @openapi(responses=JobTypeSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -305,7 +411,7 @@ class QueueViewSet(JobsAPIView, viewsets.ViewSet):
     """Operator controls per job queue (every priority level of it): stats with jobs.view_joblog, the rest with
     jobs.change_joblog."""
 
-    schema = AutoSchema()
+    schema = JobsAutoSchema()
     lookup_field = "name"
     lookup_value_regex = "[^/]+"
 
@@ -334,14 +440,32 @@ class QueueViewSet(JobsAPIView, viewsets.ViewSet):
         return Response({"name": name, "requeued": services.requeue_failed(name, user=request.user)})
 
 
+# A schedule's body names the fields its kind needs: oneOf, one shape per kind (kind left out means cron).
+SCHEDULE_BODY = PolymorphicProxySerializer(
+    component_name="ScheduleBody",
+    serializers=[CronScheduleSerializer, IntervalScheduleSerializer, OnceScheduleSerializer],
+    resource_type_field_name=None,
+)
+
+
 class ScheduleViewSet(JobsAPIView, viewsets.ModelViewSet[JobSchedule]):
     """Cron, interval and one-off submissions (jobs.*_jobschedule permissions)."""
 
-    schema = AutoSchema()
+    schema = JobsAutoSchema()
     permission_classes = [SchedulePermissions]
     serializer_class = ScheduleSerializer
     pagination_class = ByName
     queryset = JobSchedule.objects.all()
+    # Any segment reaches get_object(), so a malformed id is the same JSON 404 as an absent one.
+    lookup_value_regex = "[^/]+"
+
+    @openapi(request=SCHEDULE_BODY, responses={201: ScheduleSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().create(request, *args, **kwargs)
+
+    @openapi(request=SCHEDULE_BODY, responses={200: ScheduleSerializer})
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().update(request, *args, **kwargs)
 
     def perform_create(self, serializer: BaseSerializer[JobSchedule]) -> None:
         # Runs are submitted as the schedule's owner: whoever last created or edited it (DESIGN.md "Permissions"),
@@ -355,8 +479,9 @@ class ScheduleViewSet(JobsAPIView, viewsets.ModelViewSet[JobSchedule]):
         request=None,
         responses={
             202: JobSerializer,
-            400: problem("The schedule's job type is no longer registered."),
-            403: problem("The schedule's owner may not submit this type."),
+            400: field_errors("The schedule's job type is no longer registered, or its payload no longer valid."),
+            403: problem("The schedule's owner may not submit this type, or no jobs.change_jobschedule."),
+            429: problem("Too many submissions by the schedule's owner (JOBS['SUBMIT_RATE']); see Retry-After."),
         },
     )
     @action(detail=True, methods=["post"])
@@ -371,7 +496,7 @@ class ScheduleViewSet(JobsAPIView, viewsets.ModelViewSet[JobSchedule]):
 class HealthView(JobsAPIView):
     """200 when the database, Redis and at least one worker are up, else 503; details with jobs.view_joblog."""
 
-    schema = AutoSchema()
+    schema = JobsAutoSchema()
     permission_classes = [AllowAny]
 
     @openapi(responses={200: HealthSerializer, 503: HealthSerializer})

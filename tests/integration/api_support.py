@@ -22,6 +22,7 @@ JOB_KEYS = {
     "queue",
     "priority",
     "status",
+    "payload",
     "progress",
     "result",
     "error",

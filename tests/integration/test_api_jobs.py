@@ -214,6 +214,8 @@ def test_retrieve__owner_gets_a_one_line_error_the_rest_goes_to_the_traceback(
 
     assert owner_view["error"] == {"type": "PermanentError", "message": shown}
     assert [event["message"] for event in timeline if event["kind"] == "failed"] == [shown]
+    # The payload is the owner's own submission, shown back as it was; nothing else carries the secret.
+    assert owner_view.pop("payload") == {"fail": message}
     assert secret not in str(owner_view) and secret not in str(timeline)
     staff_view = token_client(auditor).get(job_url(job.json())).json()
     assert staff_view["error"]["message"] == shown and message in staff_view["error"]["traceback"]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from rest_framework import serializers
@@ -144,3 +145,63 @@ def test_job_json__the_status_frame_carries_the_error_everyone_may_see(redis_url
 def test_moment__writes_a_time_as_drf_does(settings, zone, value):
     settings.TIME_ZONE = zone
     assert moment(value) == serializers.DateTimeField().to_representation(value)
+
+
+def sign_in_job(owner: Any) -> JobLog:
+    return make_job(
+        owner=owner,
+        job_type="sign-in",
+        queue="sign-in",
+        payload={"username": "alice", "password": "hunter2", "api_key": "k-123"},
+    )
+
+
+def test_job_json__the_owner_sees_the_payload_they_submitted(redis_url, alice):
+    job = make_job(owner=alice, payload={"name": "Ada", "times": 2, "nested": {"password": "kept: not top-level"}})
+
+    api, ws = api_answer(alice, job), snapshot(alice, job)
+
+    assert api["payload"] == ws["payload"] == {"name": "Ada", "times": 2, "nested": {"password": "kept: not top-level"}}
+
+
+def test_job_json__another_users_job_and_its_payload_are_a_404(redis_url, alice, bob):
+    job = sign_in_job(alice)
+
+    client = session_client(bob)
+
+    assert client.get(job_url(job)).status_code == 404
+    assert client.get("/api/jobs/").json()["results"] == []
+
+
+def test_job_json__sensitive_keys_are_masked_for_the_owner_without_view_joblog(redis_url, alice):
+    job = sign_in_job(alice)
+
+    api, ws = api_answer(alice, job), snapshot(alice, job)
+
+    assert api["payload"] == ws["payload"] == {"username": "alice", "password": "***", "api_key": "***"}
+    assert JobLog.objects.get(pk=job.pk).payload["password"] == "hunter2", "masked in the answer, not in SQL"
+
+
+def test_job_json__sensitive_keys_are_shown_to_users_with_view_joblog(redis_url, alice):
+    job = sign_in_job(alice)
+    viewer = make_user("auditor")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_joblog", content_type__app_label="jobs"))
+
+    api, ws = api_answer(viewer, job), snapshot(viewer, job)
+    status, admin = admin_data(make_user("root", is_staff=True, is_superuser=True), job)
+
+    expected = {"username": "alice", "password": "hunter2", "api_key": "k-123"}
+    assert api["payload"] == ws["payload"] == expected
+    assert status == 200 and admin["payload"] == expected
+
+
+def test_job_json__submitting_answers_with_the_masked_payload(redis_url, alice, django_capture_on_commit_callbacks):
+    client = session_client(alice)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(
+            "/api/jobs/", {"type": "sign-in", "payload": {"username": "alice", "password": "hunter2"}}, format="json"
+        )
+
+    assert answer.status_code == 202
+    assert answer.json()["payload"] == {"username": "alice", "password": "***"}

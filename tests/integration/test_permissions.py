@@ -97,9 +97,9 @@ def test_jobs__change_joblog_cancels_and_retries_other_users_jobs(redis_url, ali
 
 
 def test_job_json__traceback_follows_the_permission_not_is_staff(redis_url, alice, plain_staff, viewer, failed_job):
-    assert "traceback" not in job_json(failed_job, plain_staff)["error"]  # type: ignore[index]
-    assert "traceback" not in job_json(failed_job, alice)["error"]  # type: ignore[index]
-    assert job_json(failed_job, viewer)["error"]["traceback"] == TRACEBACK  # type: ignore[index]
+    assert "traceback" not in job_json(failed_job, plain_staff, sensitive=())["error"]  # type: ignore[index]
+    assert "traceback" not in job_json(failed_job, alice, sensitive=())["error"]  # type: ignore[index]
+    assert job_json(failed_job, viewer, sensitive=())["error"]["traceback"] == TRACEBACK  # type: ignore[index]
 
 
 # --------------------------------------------------------------------------------------------------------------

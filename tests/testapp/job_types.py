@@ -31,6 +31,17 @@ def greet(ctx: Any, payload: dict[str, Any]) -> str:
     return " ".join([f"Hello {payload['name']}"] * payload["times"])
 
 
+class SignInPayload(serializers.Serializer[Any]):
+    username = serializers.CharField(max_length=40)
+    password = serializers.CharField(max_length=40)
+    api_key = serializers.CharField(max_length=40, required=False)
+
+
+@job_type("sign-in", payload=SignInPayload, sensitive=("password", "api_key"))
+def sign_in(ctx: Any, payload: dict[str, Any]) -> str:
+    return payload["username"]
+
+
 @job_type("flaky", max_attempts=3)
 def flaky(ctx: Any, payload: dict[str, Any]) -> str:
     """Fails until its attempt number reaches payload["succeed_on"]."""

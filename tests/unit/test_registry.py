@@ -31,6 +31,11 @@ def throwaway() -> Any:
         registry.unregister(name)
 
 
+class SecretPayload(serializers.Serializer[Any]):
+    user = serializers.CharField()
+    password = serializers.CharField()
+
+
 def check_ids(messages: list[Any]) -> set[str]:
     return {m.id for m in messages}
 
@@ -138,6 +143,9 @@ def test_should_retry__per_error_policy(throwaway):
         ({"queue": "Bad Queue"}, "jobs.E012"),
         ({"retention": "forever"}, "jobs.E019"),
         ({"retry_on": ("OSError",)}, "jobs.E020"),
+        ({"sensitive": ("",)}, "jobs.E024"),
+        ({"sensitive": ("password", 3)}, "jobs.E024"),
+        ({"sensitive": ("passwd",), "payload": SecretPayload}, "jobs.E024"),
     ],
 )
 def test_checks__misconfigured_type_reported(options, check_id, throwaway):
@@ -230,3 +238,12 @@ def test_queue_names__strict_priority_order(settings):
         "jobs:a:low",
         "jobs:b:low",
     ]
+
+
+def test_sensitive__names_payload_keys(throwaway):
+    assert throwaway("secretive", payload=SecretPayload, sensitive=("password",)).sensitive == ("password",)
+    assert throwaway("one-key", sensitive="token").sensitive == ("token",), "a lone string is one key"
+    assert throwaway("open").sensitive == ()
+    assert registry.sensitive_keys("secretive") == ("password",)
+    assert registry.sensitive_keys("no-such-type") == ()
+    assert check_job_types(None) == []
