@@ -200,7 +200,8 @@ def test_openapi__documents_the_upload_endpoints(redis_url, capsys):
     schema_name = post["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
     request = document["components"]["schemas"][schema_name]
     assert request["properties"]["file"]["format"] == "binary" and request["required"] == ["file"]
-    assert set(post["responses"]) == {"201", "400", "401", "413", "415"}
+    # 403: a session write without its CSRF token.
+    assert set(post["responses"]) == {"201", "400", "401", "403", "413", "415"}
     created = post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert set(document["components"]["schemas"][created]["properties"]) == {
         "id",
