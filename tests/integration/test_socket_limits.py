@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.sessions.models import Session
+from django.db import connections
 from django.test import Client
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import ClientConnection, connect
@@ -124,6 +125,19 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+async def in_thread(call: Any, *args: Any) -> Any:
+    """``call(*args)`` in a worker thread that closes its database connection after: left open, it would block
+    dropping the PostgreSQL test database at the end of the run."""
+
+    def closing() -> Any:
+        try:
+            return call(*args)
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(closing)
+
+
 def test_socket__logout_closes_it_4401_within_the_recheck_interval(redis_url, servers):
     port = servers.start()
     alice = make_user("alice")
@@ -136,12 +150,12 @@ def test_socket__logout_closes_it_4401_within_the_recheck_interval(redis_url, se
         by_token = await open_socket(port, "/ws/jobs/", ("Authorization", f"Token {token.key}"))
         first = await by_session.recv()
         still_open = await close_code_within(by_session, RECHECK * 3)
-        await asyncio.to_thread(Session.objects.filter(session_key=key).delete)  # what logout does
+        await in_thread(Session.objects.filter(session_key=key).delete)  # what logout does
         started = time.monotonic()
         after_logout = await close_code_within(by_session, RECHECK * 4)
         took = time.monotonic() - started
         token_open = await close_code_within(by_token, 0.1)
-        await asyncio.to_thread(Token.objects.filter(user=alice).delete)
+        await in_thread(Token.objects.filter(user=alice).delete)
         after_token = await close_code_within(by_token, RECHECK * 4)
         return {
             "first": first,
@@ -171,7 +185,7 @@ def test_socket__permission_removed_closes_it(redis_url, servers):
         someone_elses = await open_socket(port, f"/ws/jobs/{job.pk}/", ("Cookie", cookie))
         first = (await dashboard.recv(), await someone_elses.recv())
         before = await close_code_within(dashboard, RECHECK * 2)
-        await asyncio.to_thread(auditor.user_permissions.remove, view)
+        await in_thread(auditor.user_permissions.remove, view)
         return (
             first,
             before,
