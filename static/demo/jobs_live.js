@@ -72,7 +72,7 @@
       td.appendChild(statusBadge(job.status));
       row.dataset.status = job.status;
     }
-    var percent = job.status === "succeeded" ? 100 : (job.progress && job.progress.percent) || 0;
+    var percent = (job.progress && job.progress.percent) || 0;
     cell(row, "progress").querySelector("progress").value = percent;
     cell(row, "progress").querySelector("span").textContent = percent + "%";
     messageContent(cell(row, "message"), job);

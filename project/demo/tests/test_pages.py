@@ -243,7 +243,7 @@ def test_job_list__a_finished_job_shows_its_outcome_not_its_last_stage(
         succeeded, failed = job_row(page, stats), job_row(page, missing)
         assert "Summarising" not in succeeded and "Done" in succeeded and "100%" in succeeded
         assert f"<strong>{missing.error_type}</strong>: {html.escape(missing.error_message[:60])}" in failed
-        assert "Traceback" not in failed and 'class="job-error"' in failed
+        assert "Traceback" not in failed and 'class="job-error"' in failed and "<span>0%</span>" in failed
 
 
 def test_contacts_page__lists_contacts_and_the_outbox(user, client_for):
