@@ -29,10 +29,12 @@ $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -e ".[test]"
 	touch $(STAMP)
 
+# The browser alone: Playwright drives it over CDP (no chromium-driver), and headless it needs none of the
+# recommends (cups, samba, a desktop's tools). Its own dependencies bring a font (fonts-dejavu-core via fontconfig).
 $(CHROMIUM):
-	@echo "Installing Debian's chromium and chromium-driver for the browser tests (apt-get) ..."
+	@echo "Installing Debian's chromium for the browser tests (apt-get, without recommends) ..."
 	$(SUDO) apt-get update
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium
 
 clean:
 	rm -rf $(VENV) var .test-db.sqlite3 .test-db.sqlite3-*

@@ -152,6 +152,19 @@ def run_smoke(base: str, proc: subprocess.Popen[bytes]) -> None:
     print("[smoke] Downloaded the same file through the site.", flush=True)
 
 
+def check_rq_info(log: Path) -> None:
+    """The demo prints where its embedded Redis is as an `rq info` command: that command must see the worker."""
+    match = re.search(r"rq info --url (unix://\S+)", log.read_text(errors="replace"))
+    if not match:
+        raise SmokeFailure("The demo did not print the `rq info --url unix://...` line of its embedded Redis.")
+    rq = Path(sys.executable).parent / "rq"
+    url = match.group(1)
+    info = subprocess.run([str(rq), "info", "--url", url], capture_output=True, text=True, timeout=30)
+    if info.returncode != 0 or not re.search(r"^[1-9]\d* workers?,", info.stdout, re.M):
+        raise SmokeFailure(f"`rq info --url {url}` did not list the demo's worker:\n{info.stdout}{info.stderr}")
+    print(f"[smoke] `rq info --url {url}` lists the demo's worker.", flush=True)
+
+
 def processes_with(marker: str) -> list[tuple[int, str]]:
     """Processes whose environment carries ``marker``: everything `make demo` started, daemons included."""
     found = []
@@ -269,6 +282,7 @@ def main() -> int:
     failure: str | None = None
     try:
         run_smoke(f"http://127.0.0.1:{port}", proc)
+        check_rq_info(log)
     except SmokeFailure as exc:
         failure = str(exc)
     except Exception as exc:  # noqa: BLE001 - any surprise is a failed smoke test, with the log printed

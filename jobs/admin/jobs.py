@@ -21,7 +21,6 @@ from django.db import NotSupportedError
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -39,7 +38,7 @@ from .display import (
     compact_time,
     event_timeline,
     failed_items_table,
-    format_duration,
+    live_duration,
     live_progress,
     pretty_json,
     progress_bar,
@@ -240,11 +239,8 @@ class JobLogAdmin(JobLogAdminBase):
         return compact_time(job.created_at)
 
     @admin.display(description=_("duration"))
-    def duration(self, job: JobLog) -> str:
-        if job.started_at is None:
-            return "—"
-        end = job.finished_at or timezone.now()
-        return format_duration(max(0.0, (end - job.started_at).total_seconds()))
+    def duration(self, job: JobLog) -> SafeString | str:
+        return live_duration(job)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[JobLog], search_term: str

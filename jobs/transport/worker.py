@@ -187,6 +187,8 @@ class DelayedJobs:
 
 def clean(rq_queue_names: Sequence[str]) -> None:
     """rq's registry maintenance: expired entries leave the started, finished, failed and other registries."""
+    # The supervisor of every worker host runs this every half minute: routine, so only at DEBUG.
+    logger.debug("Cleaning registries for %d queues: %s", len(rq_queue_names), ", ".join(rq_queue_names))
     conn = get_connection()
     for name in rq_queue_names:
         clean_registries(Queue(name, connection=conn, serializer=JSONSerializer))

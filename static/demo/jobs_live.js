@@ -26,11 +26,30 @@
     return badge;
   }
 
+  function truncated(text, length) {
+    return text.length > length ? text.slice(0, length - 1) + "\u2026" : text;
+  }
+
+  // As _job_table.html: a finished job's outcome rather than its last stage; a failure's error, never a traceback.
   function messageContent(td, job) {
     td.textContent = "";
-    var text = (job.progress && job.progress.message) || "";
-    if (text.length > 60) { text = text.slice(0, 59) + "\u2026"; }
-    td.appendChild(document.createTextNode(text));
+    var error = job.error;
+    if (job.status === "failed" && error && (error.type || error.message)) {
+      var span = document.createElement("span");
+      span.className = "job-error";
+      span.title = truncated(error.message || "", 500);
+      if (error.type) {
+        var type = document.createElement("strong");
+        type.textContent = error.type;
+        span.appendChild(type);
+        span.appendChild(document.createTextNode(": "));
+      }
+      span.appendChild(document.createTextNode(truncated(error.message || "", 100)));
+      td.appendChild(span);
+    } else {
+      var outcome = {failed: "Failed", succeeded: "Done", canceled: "Canceled"}[job.status];
+      td.appendChild(document.createTextNode(outcome || truncated((job.progress && job.progress.message) || "", 60)));
+    }
     if (job.failed_items_count) {
       var failed = document.createElement("span");
       failed.className = "failed-count";

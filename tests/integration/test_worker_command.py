@@ -78,3 +78,50 @@ def test_redis_client__a_forked_worker_process_shares_it_on_a_socket_of_its_own(
     # ... which is still connected, and the client still works.
     assert str(parent_socket) in {str(entry["id"]) for entry in client.client_list()}
     assert client.ping()
+
+
+@pytest.mark.parametrize(("args", "shown"), [((), False), (("--logging-level", "DEBUG"), True)])
+def test_jobs_worker__routine_lines_are_logged_at_debug_only(args, shown, workers):
+    with transaction.atomic():
+        # A plain job, and one whose concurrency slot rq's own success handling frees.
+        jobs = [submit("echo", {"n": 1}), submit("capped", {"seconds": 0})]
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "jobs_worker", "--burst", "--processes", "1", "--types", "echo", "capped"]
+        + list(args),
+        cwd=ROOT,
+        env=workers.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert {JobLog.objects.get(pk=j.pk).status for j in jobs} == {JobStatus.SUCCEEDED}
+    output = proc.stderr + proc.stdout
+    # The supervisor's registry cleaning, and rq's line for each job it settles.
+    assert ("Cleaning registries for " in output) is shown, output
+    assert ("Successfully completed" in output) is shown, output
+
+
+@pytest.fixture
+def restored_log_levels():
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("jobs", "rq", "rq.worker", "rq.job")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("WARNING", False), ("DEBUG", True)])
+def test_jobs_worker__rqs_routine_lines_show_only_at_debug(level, shown, redis_url, restored_log_levels, caplog):
+    from rq import Queue, Worker
+
+    from jobs.management.commands.jobs_worker import configure_logging
+    from jobs.transport.connections import get_connection
+
+    configure_logging(level)
+    # rq's own worker maintenance, which logs a line per queue at INFO.
+    Worker([Queue("jobs:echo:normal", connection=get_connection())], connection=get_connection()).clean_registries()
+
+    assert any("cleaning registries for queue" in r.getMessage() for r in caplog.records) is shown

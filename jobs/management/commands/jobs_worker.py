@@ -11,6 +11,17 @@ from jobs.exceptions import JobsError
 from jobs.workers.supervisor import WorkerOptions, run_worker
 
 
+def configure_logging(level: str) -> None:
+    """``level`` for the jobs' own loggers; rq's routine lines (registry cleaning and the like) only at DEBUG, its
+    warnings and errors always. The project's LOGGING decides where records go; without a root handler, stderr."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    logging.getLogger("jobs").setLevel(level)
+    rq_level = level if level in ("DEBUG", "ERROR") else "WARNING"
+    # rq gives "rq.worker" a level of its own (INFO) when imported: a level on "rq" alone would not reach it.
+    for name in ("rq", "rq.worker", "rq.job"):
+        logging.getLogger(name).setLevel(rq_level)
+
+
 class Command(BaseCommand):
     help = (
         "Run the jobs worker: --processes supervised processes (default: one per CPU), each running up to "
@@ -42,12 +53,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--without-scheduler", action="store_true", help="Do not move delayed jobs and retries when due."
         )
-        parser.add_argument("--logging-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        parser.add_argument(
+            "--logging-level",
+            default="INFO",
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="Level of the jobs' own log lines (default INFO); DEBUG also shows rq's routine lines, such as "
+            "the cleaning of its registries.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # The project's LOGGING decides where records go; without a root handler, they go to stderr.
-        logging.basicConfig(format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
-        logging.getLogger("jobs").setLevel(options["logging_level"])
+        configure_logging(options["logging_level"])
         try:
             run_worker(
                 WorkerOptions(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import re
+import uuid
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -214,6 +216,34 @@ def test_job_list__shows_my_jobs_with_filters(user, client_for):
     assert "type=deploy" in page
     page = client.get("/jobs/?status=succeeded").content.decode()
     assert str(mail.id) in page and str(deploy.id) not in page
+
+
+def job_row(page: str, job: JobLog) -> str:
+    match = re.search(rf'<tr data-job-id="{job.id}".*?</tr>', page, re.DOTALL)
+    assert match, f"no row for {job.id}"
+    return match.group(0)
+
+
+def test_job_list__a_finished_job_shows_its_outcome_not_its_last_stage(
+    user, client_for, run_until_done, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        report = submit("report", {"title": "Numbers", "rows": 5}, user=user)
+    report = run_until_done(report)
+    with django_capture_on_commit_callbacks(execute=True):
+        stats = submit("csv-stats", {"file": report.result["path"]}, user=user)
+        missing = submit("csv-stats", {"file": f"uploads/{uuid.uuid4()}.csv"}, user=user)
+    stats, missing = run_until_done(stats), run_until_done(missing)
+    # The rows keep the last progress they reported; the page must not show it as if the job were still there.
+    assert stats.status == "succeeded" and stats.progress_message == "Summarising"
+    assert missing.status == "failed" and missing.error_type and "Traceback" in missing.traceback
+
+    for path in ("/jobs/", "/"):
+        page = client_for(user).get(path).content.decode()
+        succeeded, failed = job_row(page, stats), job_row(page, missing)
+        assert "Summarising" not in succeeded and "Done" in succeeded and "100%" in succeeded
+        assert f"<strong>{missing.error_type}</strong>: {html.escape(missing.error_message[:60])}" in failed
+        assert "Traceback" not in failed and 'class="job-error"' in failed and "<span>0%</span>" in failed
 
 
 def test_contacts_page__lists_contacts_and_the_outbox(user, client_for):

@@ -1,7 +1,8 @@
 /* Live progress in the jobs admin.
    The detail page follows ws/jobs/<id>/ (snapshot, progress and status frames) and polls the admin's JSON for
    the job when the socket is unavailable; once the job finishes, the page reloads to show its result, error and
-   timeline. The job list follows ws/dashboard/ to move the bars and badges of the rows it shows. */
+   timeline. The job list follows ws/dashboard/ to move the bars and badges of the rows it shows. On both, a
+   running job's duration counts on every second from what the server rendered, until the job finishes. */
 (function () {
     "use strict";
 
@@ -16,7 +17,55 @@
         return status.charAt(0) + status.slice(1);
     }
 
+    // Durations (display.live_duration) -------------------------------------------------------------------------
+
+    // As display.format_duration writes them.
+    function formatDuration(seconds) {
+        if (seconds < 1) {
+            return Math.round(seconds * 1000) + " ms";
+        }
+        if (seconds < 60) {
+            return seconds.toFixed(1) + " s";
+        }
+        let minutes = Math.floor(seconds / 60);
+        if (minutes < 60) {
+            return minutes + " min " + (Math.floor(seconds) % 60) + " s";
+        }
+        const hours = Math.floor(minutes / 60);
+        minutes = minutes % 60;
+        if (hours < 48) {
+            return hours + " h " + minutes + " min";
+        }
+        return Math.floor(hours / 24) + " d " + (hours % 24) + " h";
+    }
+
+    let durationTimer = null;
+
+    // A counting duration keeps the moment, on this page's monotonic clock, at which the job would have started.
+    function countDuration(element, elapsedSeconds) {
+        element.dataset.since = String(performance.now() - elapsedSeconds * 1000);
+        if (durationTimer === null) {
+            durationTimer = window.setInterval(tickDurations, 1000);
+        }
+    }
+
+    function tickDurations() {
+        const counting = document.querySelectorAll("[data-job-duration][data-since]");
+        counting.forEach(function (element) {
+            element.textContent = formatDuration((performance.now() - Number(element.dataset.since)) / 1000);
+        });
+        if (!counting.length) {
+            window.clearInterval(durationTimer);
+            durationTimer = null;
+        }
+    }
+
     function applyStatus(jobId, status) {
+        if (TERMINAL.indexOf(status) !== -1) {
+            document.querySelectorAll('[data-job-duration="' + CSS.escape(jobId) + '"]').forEach(function (element) {
+                delete element.dataset.since;  // stops where it is; the finished job's page shows the exact one
+            });
+        }
         document.querySelectorAll('[data-job-status="' + CSS.escape(jobId) + '"]').forEach(function (badge) {
             badge.className = "jobs-badge jobs-badge--" + status;
             badge.textContent = statusLabel(status);
@@ -193,6 +242,9 @@
     }
 
     function start() {
+        document.querySelectorAll("[data-job-duration][data-elapsed]").forEach(function (element) {
+            countDuration(element, Number(element.dataset.elapsed));
+        });
         document.querySelectorAll('.jobs-live[data-live="1"]').forEach(followJob);
         followList();
     }
