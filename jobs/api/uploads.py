@@ -41,7 +41,7 @@ def handle_upload_error(exc: Exception, context: dict[str, Any]) -> Response | N
 
 
 # A file in a request body is binary: drf-spectacular writes a FileField as a URI (how a response would show it).
-@extend_schema_field(OpenApiTypes.BINARY)
+@extend_schema_field({"type": "string", "format": "binary", "minLength": 1})  # an empty file is a 400
 class BinaryFileField(serializers.FileField):
     pass
 
