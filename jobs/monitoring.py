@@ -16,6 +16,7 @@ from django.utils import timezone
 from . import registry, rollup
 from .models import TERMINAL_STATUSES, WAITING_STATUSES, FinishedJobCount, JobLog, JobStatus, PausedQueue
 from .transport import queues as transport
+from .transport import workers as live_workers
 from .transport.connections import TransportError
 from .types import PRIORITIES
 
@@ -73,7 +74,7 @@ def list_queue_stats(*, by_priority: dict[str, dict[str, dict[str, int]]] | None
         throughput[done["queue"]] = {"last_minute": done["last_minute"], "last_hour": done["last_hour"]}
     paused = set(PausedQueue.objects.values_list("name", flat=True))  # SQL keeps pauses; Redis has a copy
     try:
-        workers = transport.workers_by_queue()
+        workers = live_workers.workers_by_queue()
         lengths = {name: transport.queue_lengths(name) for name in types_by_queue}
     except TransportError:
         logger.warning("Redis unavailable: queue stats without Redis details", exc_info=True)
@@ -197,7 +198,7 @@ def get_health() -> Health:
     except Exception:  # noqa: BLE001 - any database failure means degraded, never a 500
         logger.warning("Health: database unreachable", exc_info=True)
     try:
-        worker_count = transport.count_workers()
+        worker_count = live_workers.count_workers()
         redis_ok = True
     except Exception:  # noqa: BLE001
         logger.warning("Health: Redis unreachable", exc_info=True)

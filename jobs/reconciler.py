@@ -13,6 +13,7 @@ from . import lifecycle
 from .conf import jobs_settings
 from .models import JobLog, JobStatus, PausedQueue
 from .transport import queues as transport
+from .transport import workers as live_workers
 from .transport.connections import get_connection
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def reconcile(*, grace: float | None = None, confirm_after: float | None = None)
         return report
     try:
         _restore_pauses(report)
-        report.dead_workers_removed += transport.forget_dead_workers()
+        report.dead_workers_removed += live_workers.forget_dead_workers()
         cutoff = timezone.now() - timedelta(seconds=grace)
         _push_pending(cutoff, report)
         _repush_missing(cutoff, report)

@@ -25,7 +25,8 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from ..conf import jobs_settings
 from .connections import get_connection
-from .queues import Claim, alive_key, beat_worker, finish_claims, forget_worker_beat
+from .queues import Claim, alive_key, finish_claims
+from .workers import beat_worker, forget_worker_beat
 
 logger = logging.getLogger(__name__)
 

@@ -184,8 +184,8 @@ def test_health__a_worker_killed_outright_is_dead_within_its_beat_and_removed_fr
     from rest_framework.test import APIClient
 
     from jobs.reconciler import reconcile
-    from jobs.transport.queues import workers_by_queue
     from jobs.transport.worker import worker_beat_ttl
+    from jobs.transport.workers import workers_by_queue
 
     client = APIClient()
     proc = workers.start("--types", "echo")
