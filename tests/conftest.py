@@ -21,6 +21,17 @@ from redis import Redis
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def kill_process_groups(procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    """SIGKILL each still-running process and its group (each was started in a session of its own), then delete
+    their log files."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    for log in logs:
+        log.unlink(missing_ok=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -202,12 +213,7 @@ class WorkerProcesses:
         return "\n".join(f"--- {log}\n{log.read_text(errors='replace')}" for log in self.logs)
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        for log in self.logs:
-            log.unlink(missing_ok=True)
+        kill_process_groups(self.procs, self.logs)
 
 
 @pytest.fixture

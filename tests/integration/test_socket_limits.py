@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from jobs import services
 from jobs.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
 from jobs.transport import sockets
-from tests.conftest import ROOT, database_url, free_port
+from tests.conftest import ROOT, database_url, free_port, kill_process_groups
 from tests.factories import make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -83,12 +83,7 @@ class Servers:
         raise AssertionError("the ASGI server did not start:\n" + self.logs[-1].read_text(errors="replace"))
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        for log in self.logs:
-            log.unlink(missing_ok=True)
+        kill_process_groups(self.procs, self.logs)
 
 
 @pytest.fixture
